@@ -1,0 +1,97 @@
+# The signup demo service, current version (with the fix for incident 2024-05-signup).
+#
+# POST /signup finds or creates the payments customer, charges the plan's first month and
+# activates the account. Accounts live in a process-local dict (no database yet). Account ids
+# are derived from the email, so replaying a request gives the same answer.
+#
+# The fix: a charge that times out leaves the account `payment_pending` (202), not a 500.
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from typing import Any
+
+import requests
+from flask import Flask, jsonify, request
+from flask.typing import ResponseReturnValue
+
+PLAN_PRICES = {"basic": 900, "pro": 2900}  # cents per month
+PAYMENTS_TIMEOUT_S = 1.0
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+
+app = Flask(__name__)
+accounts: dict[str, dict[str, str]] = {}
+
+
+class UpstreamError(Exception):
+    """The payments API answered, but not with something we can use."""
+
+
+def payments_url() -> str:
+    return os.environ.get("PAYMENTS_URL", "http://api.payments.example").rstrip("/")
+
+
+def call_payments(method: str, path: str, **kwargs: Any) -> requests.Response:
+    resp = requests.request(method, f"{payments_url()}{path}", timeout=PAYMENTS_TIMEOUT_S, **kwargs)
+    if resp.status_code >= 400:
+        raise UpstreamError(f"{method} {path} -> {resp.status_code}")
+    return resp
+
+
+def find_or_create_customer(email: str) -> str:
+    """Contract: GET /v1/customers?email= answers 200 {"data": [customer, ...]} (maybe empty)."""
+    found = call_payments("GET", "/v1/customers", params={"email": email}).json()["data"]
+    if found:
+        return str(found[0]["id"])
+    created = call_payments("POST", "/v1/customers", json={"email": email}).json()
+    return str(created["id"])
+
+
+def charge_first_month(customer: str, plan: str) -> str | None:
+    """Charge the plan's first month; returns the charge id, or None if it timed out."""
+    body = {"customer": customer, "amount": PLAN_PRICES[plan], "currency": "usd"}
+    try:
+        resp = call_payments("POST", "/v1/charges", json=body)
+    except requests.exceptions.Timeout:
+        # The charge may or may not have gone through; billing-worker settles and retries
+        # pending charges later, so the signup itself must not fail.
+        return None
+    return str(resp.json()["id"])
+
+
+def account_id(email: str) -> str:
+    return "acct_" + hashlib.sha1(email.encode("utf-8")).hexdigest()[:12]
+
+
+@app.get("/health")
+def health() -> ResponseReturnValue:
+    return jsonify(ok=True)
+
+
+@app.post("/signup")
+def signup() -> ResponseReturnValue:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        return jsonify(error="expected a JSON object"), 400
+    email, plan = data.get("email"), data.get("plan")
+    if not isinstance(email, str) or not EMAIL_RE.match(email):
+        return jsonify(error="invalid email"), 400
+    if plan not in PLAN_PRICES:
+        return jsonify(error=f"unknown plan; allowed: {', '.join(PLAN_PRICES)}"), 400
+
+    account = {"id": account_id(email), "email": email, "plan": plan}
+    try:
+        account["customer"] = find_or_create_customer(email)
+        charge = charge_first_month(account["customer"], plan)
+    except UpstreamError as exc:
+        return jsonify(error="payments unavailable", detail=str(exc)), 502
+
+    if charge is None:
+        account["status"] = "payment_pending"
+        accounts[email] = account
+        return jsonify(account=account["id"], status="payment_pending"), 202
+
+    account["status"] = "active"
+    accounts[email] = account
+    return jsonify(account=account["id"], status="active", charge=charge), 201

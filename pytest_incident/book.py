@@ -1,0 +1,84 @@
+# The replay book: for the request being replayed, which recorded outbound calls remain and
+# what each live outbound request gets. Decision logic only (thread-safe, no sockets): stubs
+# ask `serve()` and act on the returned Reply; the item reads the effects at the end.
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .effects import Effect, Outcome
+from .matching import DEFAULT_MATCH_ON, LiveRequest, find_match, nearest
+from .spans import OutboundCall
+
+
+class UnmatchedAction(enum.Enum):
+    ERROR = "error"  # answer 502 and fail the item
+    BLOCK = "block"  # drop the connection; recorded, does not fail the item by itself
+
+
+@dataclass(frozen=True)
+class Reply:
+    call: OutboundCall | None  # the recorded call that answers, if any
+    delay_s: float = 0.0
+    hold: bool = False  # recorded as a timeout: never answer
+    refusal: str = ""  # unmatched: the explanation (sent as a 502 body for ERROR)
+    drop: bool = False  # unmatched with BLOCK: close without answering
+
+
+class ReplayBook:
+    def __init__(
+        self,
+        unmatched: UnmatchedAction = UnmatchedAction.ERROR,
+        speed: float = 1.0,
+        match_on: Sequence[str] = DEFAULT_MATCH_ON,
+    ) -> None:
+        self.unmatched = unmatched
+        self.speed = speed
+        self.match_on = tuple(match_on)
+        self._lock = threading.Lock()
+        self._calls: tuple[OutboundCall, ...] = ()
+        self._used: set[int] = set()
+        self._effects: list[Effect] = []
+        self.closed = threading.Event()  # set between items: stubs stop waiting
+
+    def begin(self, calls: Sequence[OutboundCall]) -> None:
+        with self._lock:
+            self._calls = tuple(calls)
+            self._used = set()
+            self._effects = []
+        self.closed.clear()
+
+    def add(self, effect: Effect) -> None:
+        with self._lock:
+            self._effects.append(effect)
+
+    def serve(self, live: LiveRequest) -> Reply:
+        what = f"{live.method} {live.url}"
+        with self._lock:
+            call = find_match(live, self._calls, self._used, self.match_on)
+            if call is not None:
+                self._used.add(call.order)
+                delay = call.latency_s / self.speed if self.speed > 0 else 0.0
+                if call.timed_out:
+                    self._effects.append(Effect(Outcome.HELD, what,
+                                                f"recorded #{call.order} timed out: never answered"))
+                    return Reply(call, hold=True)
+                self._effects.append(Effect(Outcome.SERVED, what,
+                                            f"-> {call.status} (recorded #{call.order})"))
+                return Reply(call, delay_s=delay)
+            candidates = nearest(live, self._calls, self._used, self.match_on)
+        if candidates:
+            detail = "nearest recorded calls:\n" + "\n".join(
+                f"  {c.describe()}" for c in candidates)
+        else:
+            detail = "this request made no outbound calls in production"
+        self.add(Effect(Outcome.UNMATCHED, what, detail))
+        text = f"pytest-incident: no recorded call matches {what}\n{detail}\n"
+        return Reply(None, refusal=text, drop=self.unmatched is UnmatchedAction.BLOCK)
+
+    def end(self) -> list[Effect]:
+        self.closed.set()
+        with self._lock:
+            return list(self._effects)

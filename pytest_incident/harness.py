@@ -1,0 +1,51 @@
+# The `wsgi` target harness: serves one WSGI application on a loopback port, one thread per
+# request. Runs INSIDE the sandbox, so it imports only the standard library and the app:
+#
+#     python -m pytest_incident.harness package.module:app --port 8000
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+
+class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class Handler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        sys.stderr.write(f"harness: {format % args}\n")
+
+
+def load_app(ref: str) -> Callable[..., Any]:
+    module_name, _, attribute = ref.partition(":")
+    module = importlib.import_module(module_name)
+    app: Any = module
+    for part in (attribute or "app").split("."):
+        app = getattr(app, part)
+    if not callable(app):
+        raise TypeError(f"{ref} is not a WSGI application (not callable)")
+    return app  # type: ignore[no-any-return]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pytest_incident.harness")
+    parser.add_argument("app", help="module:attribute of the WSGI application")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    app = load_app(args.app)
+    with make_server("127.0.0.1", args.port, app, ThreadingWSGIServer, Handler) as server:
+        sys.stderr.write(f"harness: serving {args.app} on 127.0.0.1:{args.port}\n")
+        sys.stderr.flush()
+        server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+# One incident file's replay environment: DNS stub, one HTTP stub per recorded endpoint, the
+# sandbox policy that ties them together, and the target process. Started once per incident
+# file, reused by its items, restarted when the target dies.
+#
+# Recorded hostnames get addresses 127.77.x.y; the DNS stub answers them, and the policy
+# redirects connects to (address, recorded port) to that endpoint's stub. Only loopback
+# entries of `sandbox.allow` pass live. Nothing here decides a verdict.
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .book import ReplayBook, UnmatchedAction
+from .effects import Effect, Outcome
+from .sandbox.policy import SandboxPolicy
+from .sandbox.sockaddr import split_endpoint
+from .spans import OutboundCall, RecordedRequest
+from .stubs.dns import DnsStub
+from .stubs.http import Endpoint, HttpStub
+from .target import Launch, TargetError, TargetProcess, describe_exit, free_port
+
+MAPPED_NET = ipaddress.IPv4Address("127.77.0.0")
+SKIP_REQUEST_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+
+
+class ReplayConfigError(Exception):
+    """A setting that cannot be honoured (reported on the item, not as a traceback)."""
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    speed: float = 1.0  # recorded latencies are divided by this; inf = no latency
+    sandboxed: bool = True  # False only for benchmarks: no tracer, env points at the stubs
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    wsgi: str | None
+    command: tuple[str, ...] | None
+    env: Mapping[str, str]
+    cwd: Path
+    ready_timeout_s: float
+    request_timeout_s: float
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    status: int | None
+    body: bytes
+    error: str
+    effects: tuple[Effect, ...]
+    crash: str  # "" when the target is still alive
+    output_tail: str
+    elapsed_s: float
+
+
+def mapped_addresses(hosts: Iterable[str]) -> dict[str, str]:
+    """Recorded hostname -> a stable loopback address in 127.77.0.0/16."""
+    return {host: str(MAPPED_NET + 1 + i) for i, host in enumerate(sorted(set(hosts)))}
+
+
+def resolve_allow(entries: Sequence[str]) -> frozenset[tuple[str, int]]:
+    """`sandbox.allow` entries as loopback (ip, port); names other than localhost refused."""
+    allowed: set[tuple[str, int]] = set()
+    for entry in entries:
+        host, port = split_endpoint(entry)
+        if host.lower() == "localhost":
+            allowed |= {("127.0.0.1", port), ("::1", port)}
+            continue
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise ReplayConfigError(
+                f"sandbox.allow: {entry!r}: only localhost or a numeric loopback address can "
+                "be allowed (a name would need a DNS lookup outside the machine)") from None
+        if not ip.is_loopback:
+            raise ReplayConfigError(f"sandbox.allow: {entry!r} is not a loopback address; "
+                                    "nothing leaves the machine")
+        allowed.add((str(ip), port))
+    return frozenset(allowed)
+
+
+def endpoints_of(calls: Iterable[OutboundCall]) -> list[Endpoint]:
+    return sorted({Endpoint(c.host.lower(), c.port, c.scheme) for c in calls},
+                  key=lambda e: (e.host, e.port))
+
+
+class IncidentReplay:
+    def __init__(
+        self,
+        requests: Sequence[RecordedRequest],
+        target: TargetConfig,
+        allow: Sequence[str],
+        outbound_stub: bool,
+        unmatched: UnmatchedAction,
+        workdir: Path,
+        options: ReplayOptions = ReplayOptions(),
+    ) -> None:
+        self.target_config = target
+        self.options = options
+        self.workdir = workdir
+        self.book = ReplayBook(unmatched=unmatched, speed=options.speed)
+        calls = [call for request in requests for call in request.outbound]
+        self.addresses = mapped_addresses(c.host.lower() for c in calls)
+        self.allow = resolve_allow(allow)
+        self.endpoints = endpoints_of(calls) if outbound_stub else []
+        self.stubs: dict[Endpoint, HttpStub] = {}
+        self.dns: DnsStub | None = None
+        self.process: TargetProcess | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            for endpoint in self.endpoints:
+                if endpoint.scheme != "http":
+                    continue  # HTTPS stubs arrive with their CA; until then: refused
+                self.stubs[endpoint] = HttpStub(endpoint, self.book)
+            self.dns = DnsStub(self.addresses)
+            self.process = TargetProcess(self._launch(), self._policy(), self.workdir)
+            self.process.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _policy(self) -> SandboxPolicy | None:
+        if not self.options.sandboxed:
+            return None
+        assert self.dns is not None
+        redirects = {(self.addresses[e.host], e.port): stub.address
+                     for e, stub in self.stubs.items()}
+        return SandboxPolicy(
+            redirects=redirects,
+            allow=self.allow,
+            dns=self.dns.address,
+            hostnames={ip: host for host, ip in self.addresses.items()},
+        )
+
+    def _launch(self) -> Launch:
+        config = self.target_config
+        port = free_port()
+        if config.wsgi is not None:
+            argv: tuple[str, ...] = (sys.executable, "-m", "pytest_incident.harness",
+                                     config.wsgi, "--port", str(port))
+        elif config.command is not None:
+            argv = tuple(part.replace("{port}", str(port)).replace("{python}", sys.executable)
+                         for part in config.command)
+        else:
+            raise ReplayConfigError("target needs one of: wsgi, command")
+        env = dict(os.environ)
+        paths = [str(config.cwd), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(config.env)
+        if not self.options.sandboxed:
+            env.update(self.unsandboxed_env(config.env))
+        return Launch(argv, env, config.cwd, port, config.ready_timeout_s)
+
+    def unsandboxed_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        """Benchmarks only: point URLs in the env at the stubs directly (no DNS, no tracer)."""
+        rewritten: dict[str, str] = {}
+        for key, value in env.items():
+            for endpoint, stub in self.stubs.items():
+                origin = f"{endpoint.scheme}://{endpoint.host}"
+                if value.startswith(origin):
+                    stub_origin = f"http://{stub.address[0]}:{stub.address[1]}"
+                    rewritten[key] = stub_origin + value[len(origin):]
+        return rewritten
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+        for stub in self.stubs.values():
+            stub.close()
+        self.stubs.clear()
+        if self.dns is not None:
+            self.dns.close()
+            self.dns = None
+
+    # -- one request -------------------------------------------------------------------
+
+    def replay(self, request: RecordedRequest) -> ReplayResult:
+        process = self.process
+        assert process is not None, "start() first"
+        if not process.alive():
+            process.stop()
+            process.start()  # TargetError propagates: the item reports it
+        if self.dns is not None:
+            self.dns.take_lookups()
+        process.read_events()  # drop whatever belongs to earlier items
+        self.book.begin(request.outbound)
+        started = time.monotonic()
+        status, body, error = self._send(request, process.launch.port)
+        elapsed = time.monotonic() - started
+        effects = self.book.end()
+        crash = ""
+        if status is None and process.wait_exit(1.0) is not None:
+            crash = f"target {describe_exit(process.exit_code())}"
+        effects += self._sandbox_effects(process)
+        return ReplayResult(status, body, error, tuple(effects), crash,
+                            process.output_tail() if (crash or status is None) else "",
+                            elapsed)
+
+    def _send(self, request: RecordedRequest, port: int) -> tuple[int | None, bytes, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port,
+                                          timeout=self.target_config.request_timeout_s)
+        try:
+            headers = {k: v for k, v in request.headers if k.lower() not in SKIP_REQUEST_HEADERS}
+            body = request.body
+            conn.request(request.method, request.target, body=body or None, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read(), ""
+        except TimeoutError:
+            return None, b"", f"no answer within {self.target_config.request_timeout_s:g}s"
+        except (OSError, http.client.HTTPException) as exc:
+            return None, b"", f"{type(exc).__name__}: {exc}".rstrip(": ")
+        finally:
+            conn.close()
+
+    def _sandbox_effects(self, process: TargetProcess) -> list[Effect]:
+        effects: list[Effect] = []
+        for event in process.read_events():
+            if event.get("event") != "net" or event.get("action") == "redirect":
+                continue
+            dest = event["dest"]
+            what = f"{event['call']} {dest}" + (f" ({event['host']})" if "host" in event else "")
+            outcome = Outcome.BLOCKED if event["action"] == "refuse" else Outcome.ALLOWED
+            effects.append(Effect(outcome, what, event.get("reason", "")))
+        if self.dns is not None:
+            unknown = sorted({lookup.name for lookup in self.dns.take_lookups()
+                              if not lookup.known})
+            effects.extend(Effect(Outcome.BLOCKED, f"dns {name}",
+                                  "not a host in the recording: NXDOMAIN") for name in unknown)
+        return effects
+
+
+__all__ = ["IncidentReplay", "ReplayConfigError", "ReplayOptions", "ReplayResult",
+           "TargetConfig", "TargetError"]

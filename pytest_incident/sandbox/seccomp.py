@@ -1,0 +1,156 @@
+# The seccomp-bpf filter that decides which syscalls stop the target for the tracer.
+#
+# Strategy: everything runs natively except the calls that can name a network destination
+# (connect; sendto/sendmsg/sendmmsg with an address; recvfrom that asks for the sender), which
+# return SECCOMP_RET_TRACE. Calls that could bypass the tracer are denied outright in BPF:
+# non-x86_64 ABIs (int 0x80, x32), raw and packet sockets, io_uring. With no tracer attached a
+# RET_TRACE call fails with ENOSYS, so the sandbox fails closed. `build_program` is pure (it
+# returns the filter bytes); `install` is the only function that touches the process.
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+AUDIT_ARCH_X86_64 = 0xC000003E
+X32_SYSCALL_BIT = 0x40000000
+
+# x86_64 syscall numbers
+NR = {
+    "socket": 41,
+    "connect": 42,
+    "sendto": 44,
+    "recvfrom": 45,
+    "sendmsg": 46,
+    "sendmmsg": 307,
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+}
+SYSCALL_NAMES = {number: name for name, number in NR.items()}
+
+RET_KILL_PROCESS = 0x80000000
+RET_TRAP_TRACE = 0x7FF00000
+RET_ALLOW = 0x7FFF0000
+RET_ERRNO = 0x00050000
+
+# classic BPF opcodes
+LD_W_ABS = 0x20
+JEQ_K = 0x15
+JGE_K = 0x35
+AND_K = 0x54
+RET_K = 0x06
+
+OFF_NR = 0
+OFF_ARCH = 4
+
+
+def _arg_low(index: int) -> int:
+    return 16 + 8 * index
+
+
+def _arg_high(index: int) -> int:
+    return 16 + 8 * index + 4
+
+
+@dataclass(frozen=True)
+class Insn:
+    code: int
+    k: int = 0
+    jt: str | int = 0  # label or relative offset
+    jf: str | int = 0
+    label: str = ""
+
+
+def _label(name: str, insn: Insn) -> Insn:
+    return Insn(insn.code, insn.k, insn.jt, insn.jf, name)
+
+
+def assemble(program: Sequence[Insn]) -> bytes:
+    """Resolve labels to relative jumps and pack `struct sock_filter` entries."""
+    where = {insn.label: i for i, insn in enumerate(program) if insn.label}
+    out = bytearray()
+    for i, insn in enumerate(program):
+        offsets = []
+        for target in (insn.jt, insn.jf):
+            offset = where[target] - i - 1 if isinstance(target, str) else target
+            if not 0 <= offset <= 255:
+                raise ValueError(f"jump at {i} must be forward and within 255")
+            offsets.append(offset)
+        out += struct.pack("=HBBI", insn.code, offsets[0], offsets[1], insn.k & 0xFFFFFFFF)
+    return bytes(out)
+
+
+def build_program() -> bytes:
+    AF_INET, AF_INET6, AF_PACKET = 2, 10, 17
+    SOCK_RAW, SOCK_PACKET = 3, 10
+    program = [
+        Insn(LD_W_ABS, OFF_ARCH),
+        Insn(JEQ_K, AUDIT_ARCH_X86_64, 0, "kill"),
+        Insn(LD_W_ABS, OFF_NR),
+        Insn(JGE_K, X32_SYSCALL_BIT, "enosys", 0),
+        Insn(JEQ_K, NR["connect"], "trace", 0),
+        Insn(JEQ_K, NR["sendmsg"], "trace", 0),
+        Insn(JEQ_K, NR["sendmmsg"], "trace", 0),
+        Insn(JEQ_K, NR["sendto"], "addr_arg4", 0),
+        Insn(JEQ_K, NR["recvfrom"], "addr_arg4", 0),
+        Insn(JEQ_K, NR["socket"], "socket", 0),
+        Insn(JEQ_K, NR["io_uring_setup"], "enosys", 0),
+        Insn(JEQ_K, NR["io_uring_enter"], "enosys", 0),
+        Insn(JEQ_K, NR["io_uring_register"], "enosys", 0),
+        _label("allow", Insn(RET_K, RET_ALLOW)),
+        # sendto/recvfrom stop only when they carry an address pointer (argument 4)
+        _label("addr_arg4", Insn(LD_W_ABS, _arg_low(4))),
+        Insn(JEQ_K, 0, 0, "trace"),
+        Insn(LD_W_ABS, _arg_high(4)),
+        Insn(JEQ_K, 0, "allow_end", "trace"),
+        # socket(): no packet sockets, no raw internet sockets
+        _label("socket", Insn(LD_W_ABS, _arg_low(0))),
+        Insn(JEQ_K, AF_PACKET, "eperm", 0),
+        Insn(JEQ_K, AF_INET, "socket_type", 0),
+        Insn(JEQ_K, AF_INET6, "socket_type", "allow_end"),
+        _label("socket_type", Insn(LD_W_ABS, _arg_low(1))),
+        Insn(AND_K, 0xF),
+        Insn(JEQ_K, SOCK_RAW, "eperm", 0),
+        Insn(JEQ_K, SOCK_PACKET, "eperm", "allow_end"),
+        _label("trace", Insn(RET_K, RET_TRAP_TRACE)),
+        _label("allow_end", Insn(RET_K, RET_ALLOW)),  # BPF jumps only forward
+        _label("eperm", Insn(RET_K, RET_ERRNO | errno.EPERM)),
+        _label("enosys", Insn(RET_K, RET_ERRNO | errno.ENOSYS)),
+        _label("kill", Insn(RET_K, RET_KILL_PROCESS)),
+    ]
+    return assemble(program)
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+
+
+def supported() -> str | None:
+    """None when the sandbox can run here, else the reason it cannot."""
+    if platform.system() != "Linux":
+        return "the sandbox needs Linux (ptrace and seccomp-bpf)"
+    if platform.machine() != "x86_64":
+        return f"the sandbox supports x86_64 only, not {platform.machine()}"
+    return None
+
+
+def install(program: bytes) -> None:
+    """Set no_new_privs and load `program` for this process and everything it starts."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_SECCOMP): {os.strerror(err)}")

@@ -1,0 +1,404 @@
+# The tracer: runs one target program under ptrace with the seccomp filter, applying a
+# SandboxPolicy at every trapped call. Run as its own process:
+#
+#     python -m pytest_incident.sandbox.tracer --policy P.json --events E.jsonl -- argv...
+#
+# Strategy: fork; the child asks to be traced, stops itself so options are set before it
+# runs anything, sets no_new_privs, installs the filter and execs. The tracer then waits on
+# every tracee with one `waitpid(-1, __WALL)` loop and only ever sees seccomp stops for the
+# calls the filter traps (plus clone/exec events and signals). A decision is applied by
+# rewriting the address in a scratch area below the red zone (redirect) or by skipping the
+# call with orig_rax = -1 and rax = -errno (refuse); refused calls never reach the kernel.
+# Datagram sockets redirected to a stub get the original peer written back into recvfrom's
+# source address, so resolvers that check who answered accept the stub's reply.
+#
+# Invariants: PTRACE_O_EXITKILL and PR_SET_PDEATHSIG tie the target's life to the tracer's
+# and the tracer's to its parent; when the main target process exits, or the tracer is told
+# to stop, every remaining tracee is killed and reaped before the tracer exits. Events are
+# appended to the events file before the tracee is resumed, so a reader that saw the
+# target's answer also sees the events that led to it.
+from __future__ import annotations
+
+import argparse
+import ctypes
+import errno
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ptrace.binding import func as pt  # type: ignore[import-untyped]
+from ptrace.error import PtraceError  # type: ignore[import-untyped]
+
+from . import seccomp
+from .policy import Action, Decision, SandboxPolicy
+from .sockaddr import SockAddr, pack_inet, parse_sockaddr
+
+WALL = 0x40000000
+PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC = 1, 2, 3, 4
+PTRACE_EVENT_SECCOMP = 7
+OPTIONS = (
+    0x01  # TRACESYSGOOD
+    | 0x02  # TRACEFORK
+    | 0x04  # TRACEVFORK
+    | 0x08  # TRACECLONE
+    | 0x10  # TRACEEXEC
+    | 0x80  # TRACESECCOMP
+    | 0x100000  # EXITKILL
+)
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+SYS_PIDFD_GETFD = 438
+PIDFD_THREAD = os.O_EXCL
+RED_ZONE = 128
+MAX_SOCKADDR = 128
+U64 = (1 << 64) - 1
+
+
+@dataclass
+class PendingRecv:
+    """A recvfrom on a redirected datagram socket, waiting for its syscall-exit stop."""
+
+    addr_ptr: int
+    len_ptr: int
+    stub: tuple[str, int]
+    original: SockAddr
+
+
+class EventLog:
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def write(self, event: dict[str, Any]) -> None:
+        os.write(self._fd, (json.dumps(event) + "\n").encode())
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class Tracer:
+    def __init__(self, policy: SandboxPolicy, events: EventLog) -> None:
+        self.policy = policy
+        self.events = events
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.tracees: set[int] = set()
+        self.seen_stop: set[int] = set()  # pids whose initial SIGSTOP was swallowed
+        self.tgid: dict[int, int] = {}
+        self.pidfds: dict[int, int] = {}
+        self.redirected_dgram: dict[tuple[int, int], tuple[SockAddr, tuple[str, int]]] = {}
+        self.pending: dict[int, PendingRecv] = {}
+        self.main_pid = 0
+        self.main_status: int | None = None
+        self.stopping = False
+
+    # -- start -------------------------------------------------------------------------
+
+    def spawn(self, argv: Sequence[str], env: dict[str, str], cwd: str | None) -> int:
+        program = seccomp.build_program()
+        pid = os.fork()
+        if pid == 0:  # the future target
+            try:
+                if cwd:
+                    os.chdir(cwd)
+                pt.ptrace_traceme()
+                os.kill(os.getpid(), signal.SIGSTOP)
+                seccomp.install(program)
+                os.execvpe(argv[0], list(argv), env)
+            except BaseException as exc:  # noqa: BLE001 - reported, then _exit
+                os.write(2, f"pytest-incident sandbox: cannot start {argv[0]!r}: {exc}\n".encode())
+            finally:
+                os._exit(127)
+        _, status = os.waitpid(pid, WALL)
+        if not os.WIFSTOPPED(status):
+            raise RuntimeError(f"target did not stop after fork (status {status:#x})")
+        pt.ptrace_setoptions(pid, OPTIONS)
+        self.main_pid = pid
+        self.tracees.add(pid)
+        self.seen_stop.add(pid)
+        self.tgid[pid] = pid
+        pt.ptrace_cont(pid, 0)
+        return pid
+
+    # -- main loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        while self.tracees:
+            try:
+                pid, status = os.waitpid(-1, WALL)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            try:
+                self._on_status(pid, status)
+            except PtraceError as exc:
+                if exc.errno != errno.ESRCH:  # ESRCH: the tracee died meanwhile
+                    raise
+        return self._exit_code()
+
+    def _on_status(self, pid: int, status: int) -> None:
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self._forget(pid)
+            if pid == self.main_pid:
+                self.main_status = status
+                self.kill_all()
+            return
+        if not os.WIFSTOPPED(status):
+            return
+        self.tracees.add(pid)
+        sig = os.WSTOPSIG(status)
+        event = status >> 16
+        if sig == signal.SIGTRAP and event == PTRACE_EVENT_SECCOMP:
+            self._on_seccomp(pid)
+        elif sig == signal.SIGTRAP | 0x80:
+            self._on_syscall_exit(pid)
+        elif sig == signal.SIGTRAP and event in (
+            PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE
+        ):
+            child = pt.ptrace_geteventmsg(pid)
+            self.tracees.add(child)
+            self.tgid[child] = self.tgid.get(pid, pid) if event == PTRACE_EVENT_CLONE else child
+            if self.stopping:
+                self._kill(child)
+            pt.ptrace_cont(pid, 0)
+        elif sig == signal.SIGTRAP and event == PTRACE_EVENT_EXEC:
+            pt.ptrace_cont(pid, 0)
+        elif sig == signal.SIGSTOP and pid not in self.seen_stop:
+            self.seen_stop.add(pid)  # a new tracee's first stop; may precede the clone event
+            pt.ptrace_cont(pid, 0)
+        else:
+            pt.ptrace_cont(pid, sig)  # an ordinary signal: deliver it
+
+    def _forget(self, pid: int) -> None:
+        self.tracees.discard(pid)
+        self.seen_stop.discard(pid)
+        self.pending.pop(pid, None)
+        if self.tgid.pop(pid, None) == pid:
+            fd = self.pidfds.pop(pid, None)
+            if fd is not None:
+                os.close(fd)
+            for key in [k for k in self.redirected_dgram if k[0] == pid]:
+                del self.redirected_dgram[key]
+
+    def _kill(self, pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def kill_all(self) -> None:
+        self.stopping = True
+        for pid in list(self.tracees):
+            self._kill(pid)
+
+    def _exit_code(self) -> int:
+        status = self.main_status
+        if status is None:
+            code, sig = None, None
+        elif os.WIFSIGNALED(status):
+            code, sig = None, os.WTERMSIG(status)
+        else:
+            code, sig = os.WEXITSTATUS(status), None
+        self.events.write({"event": "exit", "pid": self.main_pid, "code": code, "signal": sig})
+        if sig is not None:
+            return 128 + sig
+        return code if code is not None else 1
+
+    # -- trapped calls -----------------------------------------------------------------
+
+    def _on_seccomp(self, pid: int) -> None:
+        regs = pt.ptrace_getregs(pid)
+        nr = regs.orig_rax
+        if nr == seccomp.NR["connect"]:
+            self._on_address(pid, regs, "connect", regs.rdi, regs.rsi, regs.rdx, "rsi", "rdx")
+        elif nr == seccomp.NR["sendto"]:
+            self._on_address(pid, regs, "sendto", regs.rdi, regs.r8, regs.r9, "r8", "r9")
+        elif nr == seccomp.NR["sendmsg"]:
+            self._on_sendmsg(pid, regs, regs.rsi, 1, 0)
+        elif nr == seccomp.NR["sendmmsg"]:
+            self._on_sendmsg(pid, regs, regs.rsi, min(regs.rdx, 1024), 64)
+        elif nr == seccomp.NR["recvfrom"]:
+            self._on_recvfrom(pid, regs)
+        else:
+            pt.ptrace_cont(pid, 0)
+
+    def _on_address(
+        self, pid: int, regs: Any, call: str, fd: int, ptr: int, length: int,
+        ptr_reg: str, len_reg: str,
+    ) -> None:
+        if ptr == 0:
+            pt.ptrace_cont(pid, 0)
+            return
+        addr = parse_sockaddr(self._read(pid, ptr, min(length, MAX_SOCKADDR)))
+        sock_type = self._sock_type(pid, fd)
+        decision = self.policy.decide(sock_type, addr, datagram_send=call != "connect")
+        self._log(pid, call, addr, decision)
+        if decision.action is Action.REFUSE:
+            self._refuse(pid, regs, decision.errno)
+            return
+        if decision.action is Action.REDIRECT and decision.to is not None:
+            new = pack_inet(addr.family, *decision.to)
+            scratch = (regs.rsp - RED_ZONE - len(new)) & ~0xF
+            self._write(pid, scratch, new)
+            setattr(regs, ptr_reg, scratch)
+            setattr(regs, len_reg, len(new))
+            pt.ptrace_setregs(pid, regs)
+            if sock_type == socket.SOCK_DGRAM:
+                self.redirected_dgram[(self._tgid(pid), fd)] = (addr, decision.to)
+        pt.ptrace_cont(pid, 0)
+
+    def _on_sendmsg(self, pid: int, regs: Any, vec: int, count: int, stride: int) -> None:
+        """sendmsg (count 1) / sendmmsg: decide each message's msg_name; any refusal wins."""
+        sock_type = self._sock_type(pid, regs.rdi)
+        rewrites: list[tuple[int, bytes]] = []
+        for i in range(count):
+            header = vec + i * stride
+            name_ptr, name_len = struct.unpack("=QI", self._read(pid, header, 12))
+            if name_ptr == 0:
+                continue
+            addr = parse_sockaddr(self._read(pid, name_ptr, min(name_len, MAX_SOCKADDR)))
+            decision = self.policy.decide(sock_type, addr, datagram_send=True)
+            self._log(pid, "sendmsg", addr, decision)
+            if decision.action is Action.REFUSE:
+                self._refuse(pid, regs, decision.errno)
+                return
+            if decision.action is Action.REDIRECT and decision.to is not None:
+                rewrites.append((header, pack_inet(addr.family, *decision.to)))
+        scratch = regs.rsp - RED_ZONE
+        for header, new in rewrites:
+            scratch = (scratch - len(new)) & ~0xF
+            self._write(pid, scratch, new)
+            self._write(pid, header, struct.pack("=QI", scratch, len(new)))
+        pt.ptrace_cont(pid, 0)
+
+    def _on_recvfrom(self, pid: int, regs: Any) -> None:
+        entry = self.redirected_dgram.get((self._tgid(pid), regs.rdi))
+        if entry is None or regs.r8 == 0 or regs.r9 == 0:
+            pt.ptrace_cont(pid, 0)
+            return
+        original, stub = entry
+        self.pending[pid] = PendingRecv(regs.r8, regs.r9, stub, original)
+        pt.ptrace_syscall(pid, 0)  # stop again at the exit to fix the source address
+
+    def _on_syscall_exit(self, pid: int) -> None:
+        pending = self.pending.pop(pid, None)
+        if pending is not None:
+            regs = pt.ptrace_getregs(pid)
+            if regs.rax < (1 << 63):  # success: rax is the byte count
+                (length,) = struct.unpack("=I", self._read(pid, pending.len_ptr, 4))
+                source = parse_sockaddr(self._read(pid, pending.addr_ptr, min(length, 28)))
+                if source.is_inet and (source.ip, source.port) == pending.stub:
+                    original = pack_inet(source.family, pending.original.ip,
+                                         pending.original.port)
+                    self._write(pid, pending.addr_ptr, original[:length])
+        pt.ptrace_cont(pid, 0)
+
+    def _refuse(self, pid: int, regs: Any, err: int) -> None:
+        regs.orig_rax = U64  # -1: skip the call
+        regs.rax = (-err) & U64
+        pt.ptrace_setregs(pid, regs)
+        pt.ptrace_cont(pid, 0)
+
+    def _log(self, pid: int, call: str, addr: SockAddr, decision: Decision) -> None:
+        if not decision.report:
+            return
+        event: dict[str, Any] = {
+            "event": "net", "pid": pid, "call": call, "dest": addr.endpoint(),
+            "action": decision.action.value, "reason": decision.reason,
+            "t": time.monotonic_ns(),
+        }
+        if decision.host:
+            event["host"] = decision.host
+        if decision.to:
+            event["to"] = f"{decision.to[0]}:{decision.to[1]}"
+        self.events.write(event)
+
+    # -- tracee memory and descriptors -------------------------------------------------
+
+    def _read(self, pid: int, address: int, size: int) -> bytes:
+        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+        try:
+            return os.pread(fd, size, address)
+        finally:
+            os.close(fd)
+
+    def _write(self, pid: int, address: int, data: bytes) -> None:
+        fd = os.open(f"/proc/{pid}/mem", os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, address)
+        finally:
+            os.close(fd)
+
+    def _tgid(self, pid: int) -> int:
+        tgid = self.tgid.get(pid)
+        if tgid is None:
+            with open(f"/proc/{pid}/status", encoding="ascii") as status:
+                for line in status:
+                    if line.startswith("Tgid:"):
+                        tgid = int(line.split()[1])
+                        break
+            self.tgid[pid] = tgid = tgid or pid
+        return tgid
+
+    def _sock_type(self, pid: int, fd: int) -> int:
+        """SO_TYPE of the tracee's descriptor (pidfd_getfd); stream when it cannot be read."""
+        tgid = self._tgid(pid)
+        try:
+            pidfd = self.pidfds.get(tgid)
+            if pidfd is None:
+                pidfd = self.pidfds[tgid] = os.pidfd_open(tgid)
+            copy = self.libc.syscall(SYS_PIDFD_GETFD, pidfd, int(fd), 0)
+            if copy < 0:
+                return socket.SOCK_STREAM
+            try:
+                raw = socket.socket(fileno=os.dup(copy))
+            finally:
+                os.close(copy)
+            with raw:
+                return int(raw.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE))
+        except OSError:
+            return socket.SOCK_STREAM
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pytest_incident.sandbox.tracer")
+    parser.add_argument("--policy", required=True, type=Path, help="SandboxPolicy JSON file")
+    parser.add_argument("--events", required=True, type=Path, help="events file (appended)")
+    parser.add_argument("--cwd", default=None)
+    parser.add_argument("command", nargs="+")
+    args = parser.parse_args(argv)
+    reason = seccomp.supported()
+    if reason:
+        print(f"pytest-incident sandbox: {reason}", file=sys.stderr)
+        return 125
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if os.getppid() == 1:  # the parent is already gone
+        return 125
+    policy = SandboxPolicy.from_json(args.policy.read_text())
+    events = EventLog(args.events)
+    tracer = Tracer(policy, events)
+
+    def stop(signum: int, _frame: object) -> None:
+        tracer.kill_all()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        tracer.spawn(args.command, dict(os.environ), args.cwd)
+        return tracer.run()
+    finally:
+        tracer.kill_all()
+        events.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Stub servers the sandbox redirects recorded destinations to (DNS, HTTP)."""

@@ -1,0 +1,149 @@
+# HTTP stub: one loopback listener per recorded (host, port); the sandbox redirects the
+# target's connects there. Thin adapter: h11 parses and frames, the ReplayBook decides.
+#
+# Served calls are answered after the recorded latency; calls recorded as timeouts are held
+# open and never answered until the client gives up or the item ends; unmatched calls get a
+# 502 explaining the miss (or a dropped connection when `unmatched: block`). Keep-alive is
+# honoured, so a client's connection pool works as in production.
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+
+import h11
+
+from ..book import ReplayBook, Reply
+from ..matching import LiveRequest
+
+HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    scheme: str = "http"
+
+
+class HttpStub:
+    def __init__(self, endpoint: Endpoint, book: ReplayBook) -> None:
+        self.endpoint = endpoint
+        self.book = book
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.address: tuple[str, int] = self._listener.getsockname()
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._accept, name=f"incident-http-{endpoint.host}", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._conns.add(conn)
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            self._serve_connection(conn)
+        except (OSError, h11.ProtocolError):
+            pass
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+
+    def _serve_connection(self, conn: socket.socket) -> None:
+        h = h11.Connection(h11.SERVER)
+        while True:
+            request: h11.Request | None = None
+            body = bytearray()
+            while True:
+                event = h.next_event()
+                if event is h11.NEED_DATA:
+                    data = conn.recv(65536)
+                    h.receive_data(data)
+                    if not data and h.their_state is not h11.DONE:
+                        return
+                    continue
+                if isinstance(event, h11.Request):
+                    request = event
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+            assert request is not None
+            live = LiveRequest(
+                scheme=self.endpoint.scheme,
+                host=self.endpoint.host,
+                port=self.endpoint.port,
+                method=request.method.decode("ascii"),
+                target=request.target.decode("utf-8", "replace"),
+                headers=tuple((k.decode(), v.decode("latin-1")) for k, v in request.headers),
+                body=bytes(body),
+            )
+            reply = self.book.serve(live)
+            if not self._answer(conn, h, reply):
+                return
+            if h.our_state is h11.MUST_CLOSE or h.their_state is h11.MUST_CLOSE:
+                return
+            h.start_next_cycle()
+
+    def _answer(self, conn: socket.socket, h: h11.Connection, reply: Reply) -> bool:
+        """Send the reply; False when the connection must end (held, dropped)."""
+        if reply.hold:
+            self._wait_for_close(conn)
+            return False
+        if reply.drop:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            return False
+        if reply.call is None:
+            status, headers, payload = 502, [("content-type", "text/plain")], \
+                reply.refusal.encode()
+        else:
+            if reply.delay_s and self.book.closed.wait(reply.delay_s):
+                return False  # the item ended while we were waiting
+            status = reply.call.status or 200
+            headers = [(k, v) for k, v in reply.call.response_headers
+                       if k.lower() not in HOP_BY_HOP]
+            payload = reply.call.response_body
+        headers.append(("content-length", str(len(payload))))
+        conn.sendall(h.send(h11.Response(status_code=status, headers=headers)) or b"")
+        conn.sendall(h.send(h11.Data(data=payload)) or b"")
+        conn.sendall(h.send(h11.EndOfMessage()) or b"")
+        return True
+
+    def _wait_for_close(self, conn: socket.socket) -> None:
+        conn.settimeout(0.05)
+        while not self.book.closed.is_set():
+            try:
+                if not conn.recv(65536):
+                    return  # the client gave up
+            except TimeoutError:
+                continue
+
+    def close(self) -> None:
+        self.book.closed.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept
+        except OSError:
+            pass
+        self._listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(timeout=2)

@@ -1,0 +1,599 @@
+"""The incident file: loading into dataclasses, and one precise error per mistake."""
+
+from __future__ import annotations
+
+import pickle
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from pytest_incident.spans import parse_timestamp
+from pytest_incident.spec import (
+    Expect,
+    IncidentFileError,
+    IncidentSpec,
+    OutboundMode,
+    SandboxSpec,
+    Select,
+    StatusCondition,
+    Target,
+    UnmatchedMode,
+    Window,
+    load_incident,
+    parse_duration,
+)
+
+START = "2024-05-14T14:00:00Z"
+END = "2024-05-14T14:30:00Z"
+MINIMAL = f"""\
+window: {START} .. {END}
+source: x.jsonl
+target: {{wsgi: "examples.signup.app:app"}}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "incident.yaml") -> Path:
+    (tmp_path / "x.jsonl").write_text("")
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def load(tmp_path: Path, text: str, environ: Mapping[str, str] | None = None) -> IncidentSpec:
+    return load_incident(write(tmp_path, text), environ or {})
+
+
+def error(tmp_path: Path, text: str, environ: Mapping[str, str] | None = None) -> IncidentFileError:
+    with pytest.raises(IncidentFileError) as info:
+        load(tmp_path, text, environ)
+    return info.value
+
+
+# --- valid files -------------------------------------------------------------------------------
+
+
+def test_full_file_loads_into_dataclasses(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "2024-05-signup.events.jsonl.gz").write_bytes(b"")
+    (tmp_path / "app").mkdir()
+    spec = load(
+        tmp_path,
+        f"""\
+        incident: 2024-05-signup
+        title: Stripe timeouts broke signup
+        window: {START} .. {END}
+        source: ${{DATA}}/2024-05-signup.events.jsonl.gz
+        select:
+          service: signup
+          routes: ["POST /signup", "get /users/*"]
+          status: ">=500"
+          requests: [550E8400, 12345678]
+        target:
+          command: gunicorn -b "127.0.0.1:{{port}}" app:app
+          env: {{DATABASE_URL: "postgresql://localhost/signup", WORKERS: 2, LEVEL: 1.10}}
+          cwd: app
+          ready_timeout: 500ms
+          request_timeout: 2m
+        sandbox:
+          outbound: block
+          allow: ["localhost:5432", "[::1]:6379"]
+          unmatched: block
+        expect:
+          status: "<500"
+          resolved: true
+        usefixtures: [signup_db]
+        """,
+        {"DATA": "data"},
+    )
+    assert spec.path == tmp_path / "incident.yaml"
+    assert spec.name == "2024-05-signup"
+    assert spec.title == "Stripe timeouts broke signup"
+    assert spec.window == Window(parse_timestamp(START), parse_timestamp(END))
+    assert spec.source == tmp_path / "data" / "2024-05-signup.events.jsonl.gz"
+    assert spec.select == Select(
+        service="signup",
+        routes=("POST /signup", "GET /users/*"),
+        status=StatusCondition(">=", 500, ">=500"),
+        requests=("550e8400", "12345678"),
+    )
+    assert spec.target == Target(
+        wsgi=None,
+        command=("gunicorn", "-b", "127.0.0.1:{port}", "app:app"),
+        env={"DATABASE_URL": "postgresql://localhost/signup", "WORKERS": "2", "LEVEL": "1.10"},
+        cwd=tmp_path / "app",
+        ready_timeout_s=0.5,
+        request_timeout_s=120.0,
+    )
+    assert spec.sandbox == SandboxSpec(
+        outbound=OutboundMode.BLOCK,
+        allow=("localhost:5432", "[::1]:6379"),
+        unmatched=UnmatchedMode.BLOCK,
+    )
+    assert spec.expect == Expect(status=StatusCondition("<", 500, "<500"), resolved=True)
+    assert spec.usefixtures == ("signup_db",)
+    assert spec.line == 1
+    assert spec.lines["select.routes"] == 7
+    assert spec.lines["select.routes[1]"] == 7
+    assert spec.lines["expect.status"] == 21
+    assert spec.lines["target.command"] == 11
+
+
+def test_minimal_file_gets_the_defaults(tmp_path: Path) -> None:
+    spec = load_incident(write(tmp_path, MINIMAL, name="2024-05-outage.yml"), {})
+    assert spec.name == "2024-05-outage"
+    assert spec.title == ""
+    assert spec.select == Select()
+    assert spec.target == Target(wsgi="examples.signup.app:app", command=None, env={}, cwd=None)
+    assert spec.target.ready_timeout_s == 30.0
+    assert spec.sandbox == SandboxSpec(OutboundMode.STUB, (), UnmatchedMode.ERROR)
+    assert spec.expect == Expect(status=None, resolved=False)
+    assert spec.usefixtures == ()
+
+
+def test_spec_is_frozen(tmp_path: Path) -> None:
+    spec = load(tmp_path, MINIMAL)
+    with pytest.raises(AttributeError):
+        spec.name = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        spec.target.env["X"] = "1"  # type: ignore[index]
+
+
+def test_command_as_list_stringifies_numbers_as_written(tmp_path: Path) -> None:
+    spec = load(
+        tmp_path,
+        f"""\
+        window: {START} .. {END}
+        source: x.jsonl
+        target: {{command: [python, -m, http.server, "{{port}}", --timeout, 010]}}
+        """,
+    )
+    assert spec.target.command == ("python", "-m", "http.server", "{port}", "--timeout", "010")
+
+
+def test_env_expansion_and_escape(tmp_path: Path) -> None:
+    spec = load(
+        tmp_path,
+        MINIMAL + 'title: "${WHO} broke it, costs $${PRICE}"\n',
+        {"WHO": "Stripe"},
+    )
+    assert spec.title == "Stripe broke it, costs ${PRICE}"
+
+
+def test_anchors_and_merge_keys(tmp_path: Path) -> None:
+    spec = load(
+        tmp_path,
+        MINIMAL
+        + textwrap.dedent(
+            """\
+            select: {status: &failing 5xx}
+            expect: {status: *failing}
+            sandbox:
+              <<: {outbound: block, unmatched: block}
+              outbound: stub
+            """
+        ),
+    )
+    assert spec.select.status == spec.expect.status == StatusCondition("class", 5, "5xx")
+    # a key given by `<<` may be overridden; that is not a duplicate key
+    assert spec.sandbox == SandboxSpec(OutboundMode.STUB, (), UnmatchedMode.BLOCK)
+
+
+# --- errors: structure (schema) ----------------------------------------------------------------
+
+
+def test_bad_enum_message_and_excerpt(tmp_path: Path) -> None:
+    err = error(
+        tmp_path,
+        f"""\
+        incident: bad
+        window: {START} .. {END}
+        source: x.jsonl
+        target: {{wsgi: "a.b:app"}}
+        sandbox:
+          allow: ["localhost:5432"]
+          outbound: stubb
+        """,
+    )
+    assert err.line == 7
+    assert str(err) == (
+        f"{tmp_path / 'incident.yaml'}:7: sandbox.outbound: 'stubb' is not allowed;"
+        " allowed: stub, block\n"
+        "     5 | sandbox:\n"
+        '     6 |   allow: ["localhost:5432"]\n'
+        "  >  7 |   outbound: stubb"
+    )
+
+
+def test_unknown_top_level_key_names_the_allowed_ones(tmp_path: Path) -> None:
+    err = error(tmp_path, MINIMAL + "tagret: {wsgi: 'a:b'}\n")
+    assert err.line == 4
+    assert err.message == (
+        "unknown key 'tagret'; allowed: incident, title, window, source, select, target,"
+        " sandbox, expect, usefixtures"
+    )
+    assert "  >  4 | tagret:" in str(err)
+
+
+def test_unknown_nested_key(tmp_path: Path) -> None:
+    err = error(
+        tmp_path,
+        f"""\
+        window: {START} .. {END}
+        source: x.jsonl
+        target:
+          wsgi: a:app
+          ready_timeot: 5s
+        """,
+    )
+    assert err.line == 5
+    assert err.message.startswith("target: unknown key 'ready_timeot'; allowed: wsgi, command,")
+    assert "asgi" not in err.message  # not supported yet, so not offered
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "message"),
+    [
+        ("select: [signup]\n", 4, "select: expected a mapping, got a list"),
+        ("title: {a: 1}\n", 4, "title: expected a string, got a mapping"),
+        (
+            "expect: {resolved: 'yes'}\n",
+            4,
+            "expect.resolved: expected a boolean (true/false), got a string ('yes')",
+        ),
+        (
+            "sandbox:\n  allow: 5432\n",
+            5,
+            "sandbox.allow: expected a string or a list, got an integer (5432)",
+        ),
+        ("usefixtures: [db, 3]\n", 4, "usefixtures[1]: expected a string, got an integer (3)"),
+    ],
+)
+def test_wrong_type(tmp_path: Path, extra: str, line: int, message: str) -> None:
+    err = error(tmp_path, MINIMAL + extra)
+    assert (err.line, err.message) == (line, message)
+
+
+def test_wrong_type_lists_every_allowed_type(tmp_path: Path) -> None:
+    err = error(
+        tmp_path,
+        f"window: {START} .. {END}\nsource: x.jsonl\ntarget:\n  wsgi: a:b\n  env: {{A: null}}\n",
+    )
+    assert err.line == 5
+    assert err.message == (
+        "target.env.A: expected a string, a number or a boolean (true/false), got nothing (null)"
+    )
+
+
+def test_wrong_type_on_a_block_marks_every_line(tmp_path: Path) -> None:
+    err = error(tmp_path, MINIMAL + "title:\n  - one\n  - two\n\n# trailing comment\n")
+    assert (err.line, err.end_line) == (5, 6)
+    assert str(err).splitlines()[1:] == [
+        '     3 | target: {wsgi: "examples.signup.app:app"}',
+        "     4 | title:",
+        "  >  5 |   - one",
+        "  >  6 |   - two",
+    ]
+
+
+def test_missing_required_key_points_at_the_mapping(tmp_path: Path) -> None:
+    err = error(tmp_path, "# header\nsource: x.jsonl\ntarget: {wsgi: 'a:app'}\n")
+    assert (err.line, err.message) == (2, "missing required key 'window'")
+
+
+def test_first_error_by_line_wins(tmp_path: Path) -> None:
+    err = error(
+        tmp_path,
+        f"""\
+        window: {START} .. {END}
+        source: x.jsonl
+        target: {{wsgi: "a:app"}}
+        sandbox: {{outbound: nope}}
+        tilte: x
+        """,
+    )
+    assert err.line == 4
+    assert "'nope' is not allowed" in err.message
+
+
+def test_first_semantic_error_by_line_wins(tmp_path: Path) -> None:
+    err = error(
+        tmp_path,
+        f"""\
+        usefixtures: [not-a-fixture]
+        window: {END} .. {START}
+        source: x.jsonl
+        target: {{wsgi: "a:app"}}
+        """,
+    )
+    assert err.line == 1
+    assert err.message == "usefixtures[0]: 'not-a-fixture' is not a fixture name"
+
+
+# --- errors: semantics -------------------------------------------------------------------------
+
+
+def test_both_wsgi_and_command(tmp_path: Path) -> None:
+    err = error(
+        tmp_path,
+        f"""\
+        window: {START} .. {END}
+        source: x.jsonl
+        target:
+          wsgi: a:app
+          command: run --port {{port}}
+        """,
+    )
+    assert err.line == 5
+    assert err.message == "target needs exactly one of: wsgi, command; got both"
+
+
+def test_neither_wsgi_nor_command(tmp_path: Path) -> None:
+    err = error(
+        tmp_path,
+        f"""\
+        window: {START} .. {END}
+        source: x.jsonl
+        target:
+          env: {{A: b}}
+        """,
+    )
+    assert err.line == 4
+    assert err.message.startswith("target needs exactly one of: wsgi, command")
+
+
+def test_command_without_port(tmp_path: Path) -> None:
+    err = error(
+        tmp_path,
+        f"window: {START} .. {END}\nsource: x.jsonl\ntarget: {{command: gunicorn app:app}}\n",
+    )
+    assert err.line == 3
+    assert err.message.startswith("target.command: must contain {port}")
+
+
+def test_bad_wsgi_reference(tmp_path: Path) -> None:
+    err = error(tmp_path, f"window: {START} .. {END}\nsource: x.jsonl\ntarget: {{wsgi: app}}\n")
+    assert (err.line, err.message) == (3, "target.wsgi: 'app' is not 'package.module:attribute'")
+
+
+def test_window_end_before_start(tmp_path: Path) -> None:
+    err = error(tmp_path, f"source: x.jsonl\nwindow: {END} .. {START}\ntarget: {{wsgi: 'a:b'}}\n")
+    assert err.line == 2
+    assert err.message == f"window: the end {START} is not after the start {END}"
+
+
+@pytest.mark.parametrize(
+    ("window", "expected"),
+    [
+        (START, "expected 'START .. END' in UTC"),
+        (f"{START} .. yesterday", "'yesterday' is not a UTC timestamp"),
+    ],
+)
+def test_window_format(tmp_path: Path, window: str, expected: str) -> None:
+    err = error(tmp_path, f"source: x.jsonl\ntarget: {{wsgi: 'a:b'}}\nwindow: {window}\n")
+    assert err.line == 3
+    assert expected in err.message
+
+
+@pytest.mark.parametrize("where", ["select", "expect"])
+def test_bad_status_condition(tmp_path: Path, where: str) -> None:
+    err = error(tmp_path, MINIMAL + f"{where}:\n  status: '=>500'\n")
+    assert err.line == 5
+    assert err.message.startswith(f"{where}.status: '=>500' is not a status condition; allowed:")
+    assert "5xx" in err.message
+
+
+def test_bad_route_and_request_prefix(tmp_path: Path) -> None:
+    err = error(tmp_path, MINIMAL + "select:\n  routes:\n    - POST /ok\n    - /signup\n")
+    assert err.line == 7
+    assert err.message.startswith("select.routes[1]: '/signup' is not a route")
+    err = error(tmp_path, MINIMAL + "select: {requests: [abc]}\n")
+    assert err.line == 4
+    assert err.message.startswith("select.requests[0]: 'abc' is not a trace id prefix")
+
+
+@pytest.mark.parametrize("allow", ["localhost", "localhost:0", "localhost:70000", "[nope]:80"])
+def test_bad_allow_destination(tmp_path: Path, allow: str) -> None:
+    err = error(tmp_path, MINIMAL + f"sandbox:\n  allow: ['{allow}']\n")
+    assert err.line == 5
+    assert err.message.startswith("sandbox.allow[0]: ")
+    assert "host:port" in err.message
+
+
+def test_bad_incident_name_and_duration(tmp_path: Path) -> None:
+    err = error(tmp_path, "incident: -bad name\n" + MINIMAL)
+    assert err.line == 1
+    assert err.message.startswith("incident: '-bad name' is not a valid name")
+    err = error(
+        tmp_path,
+        f"window: {START} .. {END}\nsource: x.jsonl\n"
+        "target:\n  wsgi: a:b\n  ready_timeout: 5 sec\n",
+    )
+    assert err.line == 5
+    assert err.message.startswith("target.ready_timeout: not a duration: '5 sec'")
+
+
+def test_unset_environment_variable(tmp_path: Path) -> None:
+    err = error(tmp_path, f"window: {START} .. {END}\nsource: ${{EVENTS}}\ntarget: {{wsgi: a:b}}\n")
+    assert (err.line, err.message) == (2, "source: environment variable EVENTS is not set")
+    assert "  >  2 | source: ${EVENTS}" in str(err)
+
+
+def test_missing_source_file(tmp_path: Path) -> None:
+    err = error(tmp_path, f"window: {START} .. {END}\nsource: gone.jsonl\ntarget: {{wsgi: a:b}}\n")
+    assert err.line == 2
+    assert err.message == f"source: file not found: {tmp_path / 'gone.jsonl'}"
+
+
+def test_source_must_be_jsonl(tmp_path: Path) -> None:
+    (tmp_path / "events.csv").write_text("")
+    err = error(tmp_path, f"window: {START} .. {END}\nsource: events.csv\ntarget: {{wsgi: a:b}}\n")
+    assert err.line == 2
+    assert "use a frozen .jsonl or .jsonl.gz file" in err.message
+
+
+@pytest.mark.parametrize("source", ["clickhouse://host:8123/db", "chdb:///var/lib/chdb"])
+def test_clickhouse_source_not_supported_yet(tmp_path: Path, source: str) -> None:
+    err = error(tmp_path, f"window: {START} .. {END}\nsource: {source}\ntarget: {{wsgi: a:b}}\n")
+    assert err.line == 2
+    assert err.message == (
+        "source: ClickHouse sources are not supported yet; use a frozen .jsonl or .jsonl.gz file"
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "name"),
+    [
+        ("injections:\n  - {fail: connect, host: api.stripe.com}\n", 4, "injections"),
+        ("repeat: {count: 10}\n", 4, "repeat"),
+        ("sandbox:\n  outbound: stub\n  email: stub\n", 6, "sandbox.email"),
+        ("sandbox:\n  jobs: record\n", 5, "sandbox.jobs"),
+        ("expect:\n  status: '<500'\n  mutations: snapshot\n", 6, "expect.mutations"),
+        ("target2: 1\n", 4, None),
+    ],
+)
+def test_keys_not_supported_yet(tmp_path: Path, extra: str, line: int, name: str | None) -> None:
+    err = error(tmp_path, MINIMAL + extra)
+    assert err.line == line
+    if name is None:  # an ordinary typo stays an unknown key
+        assert err.message.startswith("unknown key 'target2'")
+    else:
+        assert err.message == f"{name}: not supported yet by pytest-incident 0.1"
+
+
+def test_asgi_not_supported_yet(tmp_path: Path) -> None:
+    err = error(tmp_path, f"window: {START} .. {END}\nsource: x.jsonl\ntarget: {{asgi: a:b}}\n")
+    assert (err.line, err.message) == (3, "target.asgi: not supported yet by pytest-incident 0.1")
+
+
+# --- errors: YAML itself -----------------------------------------------------------------------
+
+
+def test_duplicate_key_reported_at_the_second(tmp_path: Path) -> None:
+    err = error(tmp_path, MINIMAL + "sandbox:\n  outbound: stub\n  outbound: block\n")
+    assert err.line == 6
+    assert err.message == "sandbox: duplicate key 'outbound' (first defined on line 5)"
+    err = error(tmp_path, "source: a.jsonl\n" + MINIMAL)
+    assert (err.line, err.message) == (3, "duplicate key 'source' (first defined on line 1)")
+
+
+def test_yaml_syntax_error(tmp_path: Path) -> None:
+    err = error(tmp_path, MINIMAL + "select: {service: signup\nexpect: {}\n")
+    assert err.line == 5
+    assert err.message.startswith("invalid YAML: ")
+    assert "  >  5 | expect: {}" in str(err)
+    err = error(tmp_path, "window: a\n  source: b: c\n")
+    assert err.line == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "got"), [("- a\n- b\n", 1, "a list"), ("\n\njust text\n", 3, "a string")]
+)
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str, line: int, got: str) -> None:
+    err = error(tmp_path, text)
+    assert err.line == line
+    assert err.message.startswith("the top level must be a mapping")
+    assert f"got {got}" in err.message
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"])
+def test_empty_file(tmp_path: Path, text: str) -> None:
+    err = error(tmp_path, text)
+    assert err.line == 1
+    assert err.message.startswith("the file is empty")
+
+
+def test_unreadable_file_is_an_incident_error(tmp_path: Path) -> None:
+    with pytest.raises(IncidentFileError) as info:
+        load_incident(tmp_path / "missing.yaml", {})
+    assert info.value.line == 1
+    assert str(info.value).startswith(f"{tmp_path / 'missing.yaml'}:1: cannot read the file")
+
+
+def test_error_survives_pickling(tmp_path: Path) -> None:
+    err = error(tmp_path, MINIMAL + "sandbox: {outbound: nope}\n")
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err)
+    assert (again.line, again.message) == (err.line, err.message)
+
+
+def test_error_built_elsewhere_reads_the_excerpt(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    err = IncidentFileError(path, 2, "source: something else is wrong")
+    assert str(err).splitlines() == [
+        f"{path}:2: source: something else is wrong",
+        f"     1 | window: {START} .. {END}",
+        "  >  2 | source: x.jsonl",
+    ]
+
+
+# --- StatusCondition, Window, parse_duration ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "op", "value", "yes", "no"),
+    [
+        ("<500", "<", 500, [200, 499], [500, 503]),
+        ("<=499", "<=", 499, [200, 499], [500]),
+        (">200", ">", 200, [201, 500], [200, 199]),
+        (">=500", ">=", 500, [500, 599], [499]),
+        ("==200", "==", 200, [200], [201]),
+        ("!=500", "!=", 500, [200, 501], [500]),
+        ("500", "==", 500, [500], [501]),
+        (" >= 500 ", ">=", 500, [500], [499]),
+        ("5xx", "class", 5, [500, 599], [499, 600]),
+        ("2XX", "class", 2, [200, 204], [300]),
+        (404, "==", 404, [404], [400]),
+    ],
+)
+def test_status_condition(
+    text: str | int, op: str, value: int, yes: list[int], no: list[int]
+) -> None:
+    cond = StatusCondition.parse(text)
+    assert (cond.op, cond.value) == (op, value)
+    assert str(cond) == str(text).strip()
+    assert all(cond.matches(s) for s in yes)
+    assert not any(cond.matches(s) for s in no)
+
+
+@pytest.mark.parametrize("text", ["=>500", "50", "600", "<99", "6xx", "5x", "", "ok", True])
+def test_status_condition_rejects(text: str | int) -> None:
+    with pytest.raises(ValueError, match=r"allowed: 500, ==500.*5xx"):
+        StatusCondition.parse(text)
+
+
+def test_window_contains_is_half_open() -> None:
+    window = Window(10, 20)
+    assert window.contains(10)
+    assert window.contains(19)
+    assert not window.contains(20)
+    assert not window.contains(9)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("15s", 15.0),
+        ("200us", 200e-6),
+        ("200µs", 200e-6),
+        ("2ms", 0.002),
+        ("1.5s", 1.5),
+        ("2m", 120.0),
+        ("1h", 3600.0),
+        ("1m30s", 90.0),
+        ("500ns", 500e-9),
+        ("30", 30.0),
+        (" 2 s ", 2.0),
+        (3, 3.0),
+        (0.25, 0.25),
+    ],
+)
+def test_parse_duration(text: str | int | float, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "s", "5 sec", "1d", "-1s", "1.5.2s", "10 20", -1, True])
+def test_parse_duration_rejects(text: str | int | float) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
