@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_YAML = "incidents/2024-05-signup.yaml"
+
+
+@pytest.fixture
+def demo(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A pytester project holding a copy of the demo service and its recorded incident."""
+    shutil.copytree(ROOT / "examples", pytester.path / "examples",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "incidents", pytester.path / "incidents",
+                    ignore=shutil.ignore_patterns("__pycache__", "__snapshots__"))
+    # in-process pytester runs see the plugin already imported by the outer session
+    pytester.makeini("[pytest]\nfilterwarnings =\n"
+                     "    ignore:Module already imported:pytest.PytestAssertRewriteWarning\n")
+    return pytester
+
+
+def write_incident(pytester: pytest.Pytester, name: str, body: str) -> Path:
+    """An incident file beside the demo recording; `body` is YAML after the common header."""
+    path = pytester.path / "incidents" / f"{name}.yaml"
+    header = (
+        "window: 2024-05-14T14:00:00Z .. 2024-05-14T14:30:00Z\n"
+        "source: 2024-05-signup.events.jsonl.gz\n"
+    )
+    path.write_text(header + body)
+    return path

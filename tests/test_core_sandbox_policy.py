@@ -1,0 +1,249 @@
+"""SandboxPolicy.decide: what the tracer does with every address a target names.
+
+Addresses outside 127.0.0.0/8 appear here only as values; nothing is contacted.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import socket
+
+import pytest
+
+from pytest_incident.sandbox.policy import Action, Decision, SandboxPolicy
+from pytest_incident.sandbox.sockaddr import (
+    AF_INET,
+    AF_INET6,
+    AF_NETLINK,
+    AF_UNIX,
+    AF_UNSPEC,
+    SockAddr,
+)
+
+STREAM = socket.SOCK_STREAM
+DGRAM = socket.SOCK_DGRAM
+
+MAPPED = "127.0.10.1"  # where the DNS stub resolves api.payments.example
+STUB = ("127.0.0.1", 40001)
+DNS_STUB = ("127.0.0.1", 40053)
+DB = ("127.0.0.1", 5432)
+FAR_NAMESERVER = "10.255.255.53"  # never contacted: a value only
+
+
+def policy(*, dns: tuple[str, int] | None = DNS_STUB) -> SandboxPolicy:
+    return SandboxPolicy(
+        redirects={(MAPPED, 443): STUB},
+        allow=frozenset({DB, ("::1", 6379)}),
+        dns=dns,
+        hostnames={MAPPED: "api.payments.example"},
+    )
+
+
+def v4(ip: str, port: int) -> SockAddr:
+    return SockAddr(AF_INET, ip, port)
+
+
+def v6(ip: str, port: int) -> SockAddr:
+    return SockAddr(AF_INET6, ip, port)
+
+
+@pytest.mark.parametrize(
+    "addr",
+    [
+        SockAddr(AF_UNIX, "/run/postgresql/.s.PGSQL.5432"),
+        SockAddr(AF_NETLINK),
+        SockAddr(AF_UNSPEC),
+    ],
+)
+@pytest.mark.parametrize("sock_type", [STREAM, DGRAM])
+def test_local_families_pass_silently(addr: SockAddr, sock_type: int) -> None:
+    decision = policy().decide(sock_type, addr)
+    assert decision.action is Action.ALLOW
+    assert decision.report is False
+
+
+def test_other_families_are_refused() -> None:
+    decision = policy().decide(STREAM, SockAddr(17))  # AF_PACKET
+    assert decision.action is Action.REFUSE
+    assert decision.errno == errno.EAFNOSUPPORT
+
+
+@pytest.mark.parametrize("send", [False, True])
+def test_dns_datagram_to_a_far_nameserver_goes_to_the_stub(send: bool) -> None:
+    decision = policy().decide(DGRAM, v4(FAR_NAMESERVER, 53), datagram_send=send)
+    assert decision.action is Action.REDIRECT
+    assert decision.to == DNS_STUB
+    assert decision.report is False
+
+
+def test_dns_datagram_to_a_v6_nameserver_goes_to_the_stub() -> None:
+    decision = policy().decide(DGRAM, v6("2001:db8::53", 53))
+    assert decision.action is Action.REDIRECT
+    assert decision.to == DNS_STUB
+
+
+def test_dns_without_a_stub_is_refused() -> None:
+    decision = policy(dns=None).decide(DGRAM, v4(FAR_NAMESERVER, 53), datagram_send=True)
+    assert decision.action is Action.REFUSE
+    assert decision.errno == errno.ECONNREFUSED
+    assert "DNS" in decision.reason
+    assert decision.to is None
+
+
+def test_dns_over_tcp_to_a_far_nameserver_is_refused() -> None:
+    decision = policy().decide(STREAM, v4(FAR_NAMESERVER, 53))
+    assert decision.action is Action.REFUSE
+    assert decision.to is None
+
+
+def test_mapped_recorded_host_is_redirected_to_its_stub() -> None:
+    decision = policy().decide(STREAM, v4(MAPPED, 443))
+    assert decision.action is Action.REDIRECT
+    assert decision.to == STUB
+    assert decision.host == "api.payments.example"
+    assert decision.report is True
+
+
+def test_v4_mapped_v6_spelling_of_a_mapped_host_is_redirected() -> None:
+    decision = policy().decide(STREAM, v6(f"::ffff:{MAPPED}", 443))
+    assert decision.action is Action.REDIRECT
+    assert decision.to == STUB
+
+
+@pytest.mark.parametrize(
+    "sock_type, send, expected_errno",
+    [
+        (STREAM, False, errno.ECONNREFUSED),
+        (STREAM, True, errno.ENETUNREACH),  # sendto(MSG_FASTOPEN)
+    ],
+)
+def test_mapped_host_on_an_unrecorded_port_is_refused_naming_the_host(
+    sock_type: int, send: bool, expected_errno: int
+) -> None:
+    decision = policy().decide(sock_type, v4(MAPPED, 8080), datagram_send=send)
+    assert decision.action is Action.REFUSE
+    assert decision.errno == expected_errno
+    assert decision.host == "api.payments.example"
+    assert "api.payments.example" in decision.reason
+    assert "8080" in decision.reason
+
+
+def test_allowed_loopback_endpoint_passes() -> None:
+    decision = policy().decide(STREAM, v4(*DB))
+    assert decision == Decision(Action.ALLOW, "in sandbox.allow")
+
+
+def test_allowed_v6_loopback_endpoint_passes() -> None:
+    assert policy().decide(STREAM, v6("::1", 6379)).action is Action.ALLOW
+
+
+def test_v4_mapped_loopback_counts_as_the_v4_allow_entry() -> None:
+    decision = policy().decide(STREAM, v6("::ffff:127.0.0.1", 5432))
+    assert decision.action is Action.ALLOW
+
+
+def test_allow_entry_matches_port_exactly() -> None:
+    decision = policy().decide(STREAM, v4("127.0.0.1", 5433))
+    assert decision.action is Action.REFUSE
+    assert decision.errno == errno.ECONNREFUSED
+    assert decision.reason == "not in sandbox.allow"
+
+
+@pytest.mark.parametrize(
+    "addr", [v4("127.0.0.1", 6000), v4("127.9.9.9", 80), v6("::1", 80), v6("::ffff:127.0.0.1", 1)]
+)
+def test_loopback_stream_not_allowed_is_refused(addr: SockAddr) -> None:
+    decision = policy().decide(STREAM, addr)
+    assert decision.action is Action.REFUSE
+    assert decision.errno == errno.ECONNREFUSED
+    assert "not in sandbox.allow" in decision.reason
+    assert decision.report is True
+
+
+@pytest.mark.parametrize(
+    "addr",
+    [
+        v4("203.0.113.10", 443),
+        v4("10.0.0.5", 5432),
+        v6("2001:db8::1", 443),
+        v6("::ffff:203.0.113.10", 443),
+    ],
+)
+def test_non_loopback_stream_is_refused(addr: SockAddr) -> None:
+    decision = policy().decide(STREAM, addr)
+    assert decision.action is Action.REFUSE
+    assert decision.errno == errno.ECONNREFUSED
+    assert "nothing leaves the machine" in decision.reason
+    assert decision.to is None
+
+
+def test_non_loopback_tcp_fast_open_send_is_refused() -> None:
+    decision = policy().decide(STREAM, v4("203.0.113.10", 443), datagram_send=True)
+    assert decision.action is Action.REFUSE
+
+
+@pytest.mark.parametrize("addr", [v4("127.0.0.1", 9999), v6("::1", 9999), v4(MAPPED, 80)])
+def test_loopback_datagram_is_allowed_silently(addr: SockAddr) -> None:
+    decision = policy().decide(DGRAM, addr)
+    assert decision.action is Action.ALLOW
+    assert decision.report is False
+
+
+@pytest.mark.parametrize("send", [False, True])
+@pytest.mark.parametrize("addr", [v4("203.0.113.10", 9999), v6("2001:db8::1", 123)])
+def test_non_loopback_datagram_is_refused_unreachable(addr: SockAddr, send: bool) -> None:
+    decision = policy().decide(DGRAM, addr, datagram_send=send)
+    assert decision.action is Action.REFUSE
+    assert decision.errno == errno.ENETUNREACH
+    assert "nothing leaves the machine" in decision.reason
+
+
+@pytest.mark.parametrize("family", [AF_INET, AF_INET6])
+@pytest.mark.parametrize("sock_type", [STREAM, DGRAM])
+def test_truncated_inet_address_is_refused_not_crashing(family: int, sock_type: int) -> None:
+    decision = policy().decide(sock_type, SockAddr(family), datagram_send=True)
+    assert decision.action is Action.REFUSE
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"redirects": {(MAPPED, 443): ("203.0.113.1", 443)}},
+        {"redirects": {(MAPPED, 443): ("::ffff:203.0.113.1", 443)}},
+        {"allow": frozenset({("10.0.0.5", 5432)})},
+        {"allow": frozenset({("2001:db8::1", 5432)})},
+        {"dns": (FAR_NAMESERVER, 53)},
+    ],
+)
+def test_non_loopback_endpoints_are_rejected_at_construction(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="not a loopback address"):
+        SandboxPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_loopback_endpoints_are_accepted_at_construction() -> None:
+    SandboxPolicy(
+        redirects={(MAPPED, 25): ("127.0.0.1", 2525)},
+        allow=frozenset({("::1", 1), ("::ffff:127.0.0.1", 2)}),
+        dns=("127.0.0.53", 53),
+    )
+
+
+def test_json_round_trip() -> None:
+    original = policy()
+    text = original.to_json()
+    json.loads(text)  # plain JSON for the tracer process
+    restored = SandboxPolicy.from_json(text)
+    assert restored == original
+    assert restored.redirects == {(MAPPED, 443): STUB}
+    assert restored.allow == frozenset({DB, ("::1", 6379)})
+    assert restored.dns == DNS_STUB
+    assert restored.hostnames == {MAPPED: "api.payments.example"}
+    # and it still decides the same way
+    assert restored.decide(STREAM, v4(MAPPED, 443)) == original.decide(STREAM, v4(MAPPED, 443))
+
+
+def test_json_round_trip_without_dns() -> None:
+    restored = SandboxPolicy.from_json(SandboxPolicy().to_json())
+    assert restored == SandboxPolicy()
+    assert restored.dns is None

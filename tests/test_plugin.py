@@ -1,0 +1,272 @@
+"""Plugin behaviour through pytester: collection, verdicts, reports, options."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import pytest
+
+from .conftest import DEMO_YAML, write_incident
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
+
+
+def test_fixed_code_resolves_every_failed_request(demo: pytest.Pytester) -> None:
+    result = demo.runpytest("--incident=2024-05-signup")
+    result.assert_outcomes(passed=12)
+    result.stdout.fnmatch_lines(["2024-05-signup: 12 replayed, 12 passing (4 resolved)"])
+
+
+def test_code_before_the_fix_reproduces_the_failures(demo: pytest.Pytester) -> None:
+    yaml = demo.path / DEMO_YAML
+    yaml.write_text(yaml.read_text().replace("examples.signup.app:app",
+                                             "examples.signup.app_before_fix:app"))
+    result = demo.runpytest("--incident=2024-05-signup")
+    result.assert_outcomes(passed=8, failed=4)
+    result.stdout.fnmatch_lines([
+        "*2024-05-signup: POST /signup*",
+        "POST /signup  request *",
+        "status: 500 -> 500   (was -> now)",
+        "problems:",
+        "  - status 500 does not satisfy expect.status <500",
+        "  - failed in production (500) and is not resolved*",
+        "outbound calls:",
+        "  served    GET http://api.payments.example/v1/customers?email=*",
+        "  held      POST http://api.payments.example/v1/charges  recorded #* timed out*",
+        "2024-05-signup: 12 replayed, 8 passing, 4 still failing (0 regressed)",
+    ])
+    assert "Traceback" not in result.stdout.str()
+    assert "pytest_incident/" not in result.stdout.str()  # no plugin frames
+
+
+def test_items_are_named_by_route_and_request_id(demo: pytest.Pytester) -> None:
+    result = demo.runpytest("--incident=2024-05-signup", "--collect-only", "-q")
+    lines = [line for line in result.stdout.lines if "::" in line]
+    assert len(lines) == 12
+    assert all(line.startswith(f"{DEMO_YAML}::POST /signup[") for line in lines)
+    ids = [line.split("[")[1].rstrip("]") for line in lines]
+    assert all(len(i) == 8 and int(i, 16) >= 0 for i in ids)
+
+
+def test_select_keeps_only_matching_requests(demo: pytest.Pytester) -> None:
+    write_incident(demo, "failed-only", """
+select: {service: signup, routes: ["POST /signup"], status: ">=500"}
+target: {wsgi: examples.signup.app:app}
+""")
+    result = demo.runpytest("--incident=failed-only", "--collect-only", "-q")
+    assert sum("::POST /signup[" in line for line in result.stdout.lines) == 4
+    write_incident(demo, "health", """
+select: {routes: ["GET /health"]}
+target: {wsgi: examples.signup.app:app}
+""")
+    result = demo.runpytest("--incident=health", "--collect-only", "-q")
+    assert sum("::GET /health[" in line for line in result.stdout.lines) == 2
+
+
+def test_incident_request_replays_one_request(demo: pytest.Pytester) -> None:
+    listing = demo.runpytest("--incident=2024-05-signup", "--collect-only", "-q")
+    first = next(line for line in listing.stdout.lines if "::" in line)
+    request_id = first.split("[")[1].rstrip("]")
+    result = demo.runpytest("--incident=2024-05-signup", f"--incident-request={request_id}")
+    result.assert_outcomes(passed=1, deselected=11)
+
+
+def test_unknown_incident_is_a_usage_error(demo: pytest.Pytester) -> None:
+    result = demo.runpytest("--incident=2099-01-nothing")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--incident 2099-01-nothing: no such incident*known: "
+                                 "2024-05-signup*"])
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [("--incident-speed=0", "*--incident-speed must be > 0*"),
+     ("--incident-speed=fast", "*--incident-speed: 'fast' is not a number*"),
+     ("--incident-request=xyz", "*--incident-request 'xyz': expected at least 4 hex digits*")],
+)
+def test_bad_option_values_are_usage_errors(
+    demo: pytest.Pytester, option: str, message: str
+) -> None:
+    result = demo.runpytest(option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_yaml_mistake_is_reported_with_file_and_line(demo: pytest.Pytester) -> None:
+    write_incident(demo, "typo", """
+select: {service: signup}
+target: {wsgi: examples.signup.app:app}
+sandbox:
+  outbound: stubb
+""")
+    result = demo.runpytest("--incident=typo")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "*incidents/typo.yaml:7: sandbox.outbound: 'stubb' is not allowed; allowed: stub, block",
+        "*>  7 |   outbound: stubb",
+    ])
+    output = result.stdout.str()
+    assert "Traceback" not in output
+    assert "INTERNALERROR" not in output
+
+
+def test_broken_frozen_file_is_reported_with_its_line(demo: pytest.Pytester) -> None:
+    (demo.path / "incidents" / "broken.jsonl").write_text(
+        '{"format": "pytest-incident-spans", "version": 1}\n{"TraceId": "ab"}\n')
+    (demo.path / "incidents" / "broken.yaml").write_text(
+        "window: 2024-05-14T14:00:00Z .. 2024-05-14T14:30:00Z\nsource: broken.jsonl\n"
+        "target: {wsgi: examples.signup.app:app}\n")
+    result = demo.runpytest("--incident=broken")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*incidents/broken.jsonl:2: missing column Timestamp*"])
+    assert "INTERNALERROR" not in result.stdout.str()
+
+
+UNMATCHED_APP = """
+import json, os, requests
+
+def app(environ, start_response):
+    # the new code calls an endpoint the recording never saw
+    r = requests.post(os.environ["PAYMENTS_URL"] + "/v1/refunds", json={}, timeout=2)
+    start_response("200 OK", [("content-type", "application/json")])
+    return [json.dumps({"upstream": r.status_code}).encode()]
+"""
+
+
+def test_outbound_call_missing_from_recording_names_nearest(demo: pytest.Pytester) -> None:
+    demo.makepyfile(refunds_app=UNMATCHED_APP)
+    write_incident(demo, "refunds", """
+select: {routes: ["POST /signup"], status: ">=500"}
+target:
+  wsgi: refunds_app:app
+  env: {PAYMENTS_URL: "http://api.payments.example"}
+""")
+    result = demo.runpytest("--incident=refunds", "-x")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "  - outbound call not in the recording: POST http://api.payments.example/v1/refunds",
+        "  unmatched POST http://api.payments.example/v1/refunds  nearest recorded calls:",
+        "*#1 POST http://api.payments.example/v1/charges -> timeout  (differs in path)",
+        "*#0 GET http://api.payments.example/v1/customers?email=* -> 200  (differs in method, path, query)",
+    ])
+
+
+BLOCKED_APP = """
+import os, socket
+
+def app(environ, start_response):
+    try:
+        socket.create_connection(("127.0.0.1", int(os.environ["LISTENER_PORT"])), timeout=2)
+        status = "200 OK"
+    except ConnectionRefusedError:
+        status = "503 Service Unavailable"
+    start_response(status, [("content-type", "text/plain")])
+    return [status.encode()]
+"""
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["blocked", "allowed"])
+def test_destination_outside_sandbox_allow_is_refused(
+    demo: pytest.Pytester, allowed: bool
+) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    demo.makepyfile(dialer=BLOCKED_APP)
+    allow = f'allow: ["127.0.0.1:{port}"]' if allowed else "allow: []"
+    write_incident(demo, "dialer", f"""
+select: {{routes: ["GET /health"]}}
+target:
+  wsgi: dialer:app
+  env: {{LISTENER_PORT: "{port}"}}
+sandbox: {{{allow}}}
+expect: {{status: "<500"}}
+""")
+    try:
+        result = demo.runpytest("--incident=dialer", "-x")
+        if allowed:
+            result.assert_outcomes(passed=2)
+            conn, _ = listener.accept()  # the live connection arrived
+            conn.close()
+        else:
+            result.assert_outcomes(failed=1)
+            result.stdout.fnmatch_lines([
+                "status: 200 -> 503   (was -> now)",
+                f"  blocked   connect 127.0.0.1:{port}  not in sandbox.allow",
+            ])
+            with pytest.raises(TimeoutError):
+                listener.accept()
+    finally:
+        listener.close()
+
+
+CRASHY_SERVER = """
+import http.server, os, sys
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        if b"erin" in body:
+            print("crashy: cannot handle this signup, exiting", flush=True)
+            os._exit(3)
+        self.send_response(201)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_crashing_target_fails_its_item_and_is_restarted(demo: pytest.Pytester) -> None:
+    demo.makepyfile(crashy=CRASHY_SERVER)
+    write_incident(demo, "crashy", """
+select: {routes: ["POST /signup"]}
+target:
+  command: ["{python}", "crashy.py", "{port}"]
+expect: {status: "<500"}
+""")
+    result = demo.runpytest("--incident=crashy")
+    result.assert_outcomes(passed=11, failed=1)
+    result.stdout.fnmatch_lines([
+        "status: 500 -> no answer   (was -> now)",
+        "  - target exited with status 3",
+        "target output (last lines):",
+        "*crashy: cannot handle this signup, exiting",
+    ])
+
+
+def test_usefixtures_runs_conftest_fixtures(demo: pytest.Pytester) -> None:
+    demo.makeconftest("""
+import pytest
+
+@pytest.fixture
+def seeded(request):
+    request.config.rootpath.joinpath("seeded.txt").open("a").write("x")
+""")
+    write_incident(demo, "with-fixture", """
+select: {routes: ["GET /health"]}
+target: {wsgi: examples.signup.app:app}
+usefixtures: [seeded]
+""")
+    result = demo.runpytest("--incident=with-fixture")
+    result.assert_outcomes(passed=2)
+    assert (demo.path / "seeded.txt").read_text() == "xx"
+
+
+def test_runs_under_xdist_with_junitxml(demo: pytest.Pytester) -> None:
+    result = demo.runpytest("--incident=2024-05-signup", "-n", "2",
+                            "--junitxml=report.xml")
+    result.assert_outcomes(passed=12)
+    result.stdout.fnmatch_lines(["2024-05-signup: 12 replayed, 12 passing (4 resolved)"])
+    xml = (demo.path / "report.xml").read_text()
+    assert xml.count("<testcase ") == 12
+    assert 'name="POST /signup[' in xml
+
+
+def test_plugin_can_be_disabled(demo: pytest.Pytester) -> None:
+    result = demo.runpytest("-p", "no:incident", "incidents")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED

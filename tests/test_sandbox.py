@@ -1,0 +1,278 @@
+"""The sandbox against real processes: the tracer runs a real Python child under ptrace.
+
+Every destination here is loopback. Where a test checks blocking, the listener is on
+127.0.0.1 and the test's policy treats it as external; the listener must see nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_incident.sandbox.policy import SandboxPolicy
+from pytest_incident.stubs.dns import DnsStub
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    sock.settimeout(0.3)
+    yield sock
+    sock.close()
+
+
+def port_of(sock: socket.socket) -> int:
+    return int(sock.getsockname()[1])
+
+
+def assert_no_connection(sock: socket.socket) -> None:
+    with pytest.raises(TimeoutError):
+        sock.accept()
+
+
+def run_traced(
+    tmp_path: Path, policy: SandboxPolicy, code: str, timeout: float = 30
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, object]]]:
+    (tmp_path / "policy.json").write_text(policy.to_json())
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_incident.sandbox.tracer",
+         "--policy", str(tmp_path / "policy.json"), "--events", str(events),
+         "--", sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=timeout,
+    )
+    lines = events.read_text().splitlines() if events.exists() else []
+    return proc, [json.loads(line) for line in lines]
+
+
+def net_events(events: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [e for e in events if e["event"] == "net"]
+
+
+def test_refuses_a_destination_not_allowed_before_the_kernel_runs_it(
+    tmp_path: Path, listener: socket.socket
+) -> None:
+    port = port_of(listener)
+    proc, events = run_traced(tmp_path, SandboxPolicy(), f"""
+        import socket
+        try:
+            socket.create_connection(("127.0.0.1", {port}), timeout=2)
+            print("connected")
+        except ConnectionRefusedError:
+            print("refused")
+    """)
+    assert proc.stdout.strip() == "refused", proc.stderr
+    assert_no_connection(listener)
+    [event] = net_events(events)
+    assert event["action"] == "refuse"
+    assert event["dest"] == f"127.0.0.1:{port}"
+    assert event["reason"] == "not in sandbox.allow"
+    assert events[-1] == {"event": "exit", "pid": events[-1]["pid"], "code": 0, "signal": None}
+
+
+def test_allowed_destination_passes_through(tmp_path: Path, listener: socket.socket) -> None:
+    port = port_of(listener)
+    policy = SandboxPolicy(allow=frozenset({("127.0.0.1", port)}))
+    proc, events = run_traced(tmp_path, policy, f"""
+        import socket
+        s = socket.create_connection(("127.0.0.1", {port}), timeout=2)
+        s.sendall(b"live")
+        s.close()
+    """)
+    assert proc.returncode == 0, proc.stderr
+    conn, _ = listener.accept()
+    assert conn.recv(10) == b"live"
+    conn.close()
+    assert [e["action"] for e in net_events(events)] == ["allow"]
+
+
+def test_threads_and_child_processes_are_traced(
+    tmp_path: Path, listener: socket.socket
+) -> None:
+    port = port_of(listener)
+    proc, events = run_traced(tmp_path, SandboxPolicy(), f"""
+        import socket, subprocess, sys, threading
+        def attempt(tag):
+            try:
+                socket.create_connection(("127.0.0.1", {port}), timeout=2)
+                print(tag, "connected")
+            except ConnectionRefusedError:
+                print(tag, "refused")
+        attempt("main")
+        t = threading.Thread(target=attempt, args=("thread",)); t.start(); t.join()
+        code = "import socket\\ntry:\\n socket.create_connection(('127.0.0.1', {port}), 2)\\n" \\
+               "except ConnectionRefusedError: print('child refused')"
+        print(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                             text=True).stdout.strip())
+    """)
+    assert proc.stdout.split("\n")[:3] == ["main refused", "thread refused", "child refused"]
+    assert_no_connection(listener)
+    refused = net_events(events)
+    assert len(refused) == 3
+    assert len({e["pid"] for e in refused}) == 3  # main thread, second thread, child
+
+
+def test_recorded_host_resolves_through_dns_stub_and_is_redirected(
+    tmp_path: Path, listener: socket.socket
+) -> None:
+    dns = DnsStub({"api.payments.example": "127.77.0.1"})
+    try:
+        policy = SandboxPolicy(
+            redirects={("127.77.0.1", 80): ("127.0.0.1", port_of(listener))},
+            dns=dns.address,
+            hostnames={"127.77.0.1": "api.payments.example"},
+        )
+        proc, events = run_traced(tmp_path, policy, """
+            import socket
+            s = socket.create_connection(("api.payments.example", 80), timeout=2)
+            s.sendall(b"to the stub")
+            s.close()
+            try:
+                socket.getaddrinfo("not-recorded.example", 80)
+            except socket.gaierror:
+                print("unknown host does not resolve")
+        """)
+        assert proc.returncode == 0, proc.stderr
+        assert "unknown host does not resolve" in proc.stdout
+        conn, _ = listener.accept()
+        assert conn.recv(20) == b"to the stub"
+        conn.close()
+        [event] = net_events(events)
+        assert event["action"] == "redirect"
+        assert event["host"] == "api.payments.example"
+        assert event["to"] == f"127.0.0.1:{port_of(listener)}"
+        looked_up = {(q.name, q.known) for q in dns.take_lookups()}
+        assert ("api.payments.example", True) in looked_up
+        assert ("not-recorded.example", False) in looked_up
+    finally:
+        dns.close()
+
+
+def test_redirected_datagram_reply_appears_to_come_from_the_original_server(
+    tmp_path: Path,
+) -> None:
+    """Resolvers drop replies from an unexpected source; the tracer rewrites recvfrom's."""
+    dns = DnsStub({"api.payments.example": "127.77.0.1"})
+    try:
+        policy = SandboxPolicy(dns=dns.address)
+        proc, _ = run_traced(tmp_path, policy, """
+            import socket
+            from dnslib import DNSRecord
+            query = DNSRecord.question("api.payments.example").pack()
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(2)
+            s.connect(("127.0.0.53", 53))
+            s.send(query)
+            data, source = s.recvfrom(512)
+            print(source, DNSRecord.parse(data).short())
+        """)
+        assert proc.stdout.strip() == "('127.0.0.53', 53) 127.77.0.1", proc.stderr
+    finally:
+        dns.close()
+
+
+def test_raw_sockets_and_io_uring_are_denied(tmp_path: Path) -> None:
+    proc, _ = run_traced(tmp_path, SandboxPolicy(), """
+        import ctypes, errno, socket
+        for family, kind in [(socket.AF_INET, socket.SOCK_RAW), (socket.AF_INET6, socket.SOCK_RAW),
+                             (socket.AF_PACKET, socket.SOCK_RAW)]:
+            try:
+                socket.socket(family, kind)
+                print("created")
+            except PermissionError:
+                print("denied")
+        libc = ctypes.CDLL(None, use_errno=True)
+        params = ctypes.create_string_buffer(120)
+        print(libc.syscall(425, 8, params), errno.errorcode[ctypes.get_errno()])
+    """)
+    assert proc.stdout.split() == ["denied", "denied", "denied", "-1", "ENOSYS"], proc.stderr
+
+
+def test_filter_fails_closed_without_a_tracer(listener: socket.socket) -> None:
+    code = textwrap.dedent(f"""
+        import socket
+        from pytest_incident.sandbox import seccomp
+        seccomp.install(seccomp.build_program())
+        try:
+            socket.create_connection(("127.0.0.1", {port_of(listener)}), timeout=2)
+            print("connected")
+        except OSError as exc:
+            print(exc.errno)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.stdout.strip() == "38", proc.stderr  # ENOSYS
+    assert_no_connection(listener)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is not running
+        return stat.read().split(") ")[1][0] != "Z"
+
+
+def _wait_gone(pid: int, seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_nothing_outlives_the_target(tmp_path: Path) -> None:
+    pidfile = tmp_path / "daemon.pid"
+    proc, _ = run_traced(tmp_path, SandboxPolicy(), f"""
+        import os, subprocess, sys
+        # a daemon that detaches into its own session and would otherwise live on
+        code = "import os, time\\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\\ntime.sleep(60)"
+        subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+        import time
+        while not os.path.exists({str(pidfile)!r}) or not open({str(pidfile)!r}).read():
+            time.sleep(0.01)
+        sys.exit(3)
+    """)
+    assert proc.returncode == 3, proc.stderr
+    daemon = int(pidfile.read_text())
+    assert _wait_gone(daemon), f"daemon {daemon} still running after the target exited"
+
+
+def test_stopping_or_killing_the_tracer_ends_every_tracee(tmp_path: Path) -> None:
+    for how in (signal.SIGTERM, signal.SIGKILL):
+        pidfile = tmp_path / f"target-{how.name}.pid"
+        (tmp_path / "policy.json").write_text(SandboxPolicy().to_json())
+        code = f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\n" \
+               "time.sleep(60)"
+        tracer = subprocess.Popen(
+            [sys.executable, "-m", "pytest_incident.sandbox.tracer",
+             "--policy", str(tmp_path / "policy.json"), "--events", str(tmp_path / "e.jsonl"),
+             "--", sys.executable, "-c", code])
+        try:
+            deadline = time.monotonic() + 10
+            while not (pidfile.exists() and pidfile.read_text()):
+                assert time.monotonic() < deadline, "target did not start"
+                time.sleep(0.01)
+            target = int(pidfile.read_text())
+            tracer.send_signal(how)
+            tracer.wait(10)
+            assert _wait_gone(target), f"target survived {how.name} of the tracer"
+        finally:
+            tracer.kill()
+            tracer.wait()
