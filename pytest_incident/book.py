@@ -62,16 +62,23 @@ class ReplayBook:
                 self._used.add(call.order)
                 delay = call.latency_s / self.speed if self.speed > 0 else 0.0
                 if call.timed_out:
-                    self._effects.append(Effect(Outcome.HELD, what,
-                                                f"recorded #{call.order} timed out: never answered"))
+                    self._effects.append(
+                        Effect(
+                            Outcome.HELD,
+                            what,
+                            f"recorded #{call.order} timed out: never answered",
+                        )
+                    )
                     return Reply(call, hold=True)
-                self._effects.append(Effect(Outcome.SERVED, what,
-                                            f"-> {call.status} (recorded #{call.order})"))
+                self._effects.append(
+                    Effect(Outcome.SERVED, what, f"-> {call.status} (recorded #{call.order})")
+                )
                 return Reply(call, delay_s=delay)
             candidates = nearest(live, self._calls, self._used, self.match_on)
         if candidates:
             detail = "nearest recorded calls:\n" + "\n".join(
-                f"  {c.describe()}" for c in candidates)
+                f"  {c.describe()}" for c in candidates
+            )
         else:
             detail = "this request made no outbound calls in production"
         self.add(Effect(Outcome.UNMATCHED, what, detail))

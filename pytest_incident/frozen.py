@@ -33,7 +33,7 @@ def _open_text(path: Path, mode: str) -> IO[str]:
         # mtime=0 keeps a re-frozen file byte-identical when its spans are.
         raw = gzip.GzipFile(filename=str(path), mode=mode + "b", mtime=0)
         return io.TextIOWrapper(raw, encoding="utf-8")
-    return open(path, mode, encoding="utf-8")  # noqa: SIM115 - returned to a `with`
+    return open(path, mode, encoding="utf-8")
 
 
 def header_row() -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Callable
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -19,7 +20,7 @@ class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 
 
 class Handler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         sys.stderr.write(f"harness: {format % args}\n")
 
 
@@ -34,12 +35,26 @@ def load_app(ref: str) -> Callable[..., Any]:
     return app  # type: ignore[no-any-return]
 
 
+def report_load_error(ref: str, exc: BaseException) -> None:
+    """Print why the app did not load, with the user's frames only (no harness/importlib)."""
+    summary = traceback.TracebackException.from_exception(exc)
+    summary.stack = traceback.StackSummary.from_list(
+        [f for f in summary.stack if f.filename != __file__ and "importlib" not in f.filename]
+    )
+    sys.stderr.write(f"harness: cannot load the WSGI app {ref}\n")
+    sys.stderr.write("".join(summary.format()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pytest_incident.harness")
     parser.add_argument("app", help="module:attribute of the WSGI application")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    app = load_app(args.app)
+    try:
+        app = load_app(args.app)
+    except Exception as exc:
+        report_load_error(args.app, exc)
+        return 1
     with make_server("127.0.0.1", args.port, app, ThreadingWSGIServer, Handler) as server:
         sys.stderr.write(f"harness: serving {args.app} on 127.0.0.1:{args.port}\n")
         sys.stderr.flush()

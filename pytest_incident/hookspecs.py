@@ -15,9 +15,7 @@ if TYPE_CHECKING:
 
 
 @pytest.hookspec(firstresult=True)
-def pytest_incident_load_spans(
-    spec: IncidentSpec, config: pytest.Config
-) -> Iterable[Span] | None:
+def pytest_incident_load_spans(spec: IncidentSpec, config: pytest.Config) -> Iterable[Span] | None:
     """Return the recorded spans for ``spec.source``, or None if this plugin cannot read it.
 
     The first non-None result wins. Spans may be returned in any order and outside the
@@ -27,7 +25,5 @@ def pytest_incident_load_spans(
 
 
 @pytest.hookspec
-def pytest_incident_replayed(
-    item: pytest.Item, result: ReplayResult, verdict: Verdict
-) -> None:
+def pytest_incident_replayed(item: pytest.Item, result: ReplayResult, verdict: Verdict) -> None:
     """Called after each recorded request was replayed and judged, before the item reports."""

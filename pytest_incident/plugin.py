@@ -57,25 +57,44 @@ def positive_speed(text: str) -> float:
     except ValueError:
         raise pytest.UsageError(f"--incident-speed: {text!r} is not a number") from None
     if not value > 0 or math.isnan(value):
-        raise pytest.UsageError(f"--incident-speed must be > 0 (got {text}); use inf to "
-                                "drop recorded latencies")
+        raise pytest.UsageError(
+            f"--incident-speed must be > 0 (got {text}); use inf to drop recorded latencies"
+        )
     return value
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("incident", "replay production incidents (pytest-incident)")
     group.addoption(
-        "--incident", action="append", dest="incident_names", default=[], metavar="NAME",
+        "--incident",
+        action="append",
+        dest="incident_names",
+        default=[],
+        metavar="NAME",
         help="replay only the incident NAME (file stem or `incident:`); repeatable. Without "
-             "test paths on the command line, only incident files are collected.")
+        "test paths on the command line, only incident files are collected.",
+    )
     group.addoption(
-        "--incident-request", action="append", dest="incident_requests", default=[],
-        metavar="ID", help="replay only recorded requests whose id starts with ID; repeatable")
+        "--incident-request",
+        action="append",
+        dest="incident_requests",
+        default=[],
+        metavar="ID",
+        help="replay only recorded requests whose id starts with ID; repeatable",
+    )
     group.addoption(
-        "--incident-speed", dest="incident_speed", default="1", metavar="X",
-        help="divide recorded upstream latencies by X (default 1; inf = no latency)")
-    parser.addini("incident_dirs", type="args", default=["incidents"],
-                  help="directories (relative to rootdir) holding incident YAML files")
+        "--incident-speed",
+        dest="incident_speed",
+        default="1",
+        metavar="X",
+        help="divide recorded upstream latencies by X (default 1; inf = no latency)",
+    )
+    parser.addini(
+        "incident_dirs",
+        type="args",
+        default=["incidents"],
+        help="directories (relative to rootdir) holding incident YAML files",
+    )
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -88,8 +107,10 @@ def pytest_configure(config: pytest.Config) -> None:
     requests = tuple(r.lower() for r in config.getoption("incident_requests"))
     for rid in requests:
         if len(rid) < 4 or any(c not in "0123456789abcdef" for c in rid):
-            raise pytest.UsageError(f"--incident-request {rid!r}: expected at least 4 hex "
-                                    "digits of a request (trace) id")
+            raise pytest.UsageError(
+                f"--incident-request {rid!r}: expected at least 4 hex "
+                "digits of a request (trace) id"
+            )
     dirs = tuple(config.rootpath / d for d in config.getini("incident_dirs"))
     state = IncidentState(
         names=tuple(config.getoption("incident_names")),
@@ -146,8 +167,9 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     state = parent.config.stash[state_key]
     if not is_incident_path(state, file_path):
         return None
-    if state.names and not (file_path.stem in state.names or
-                            declared_name(file_path) in state.names):
+    if state.names and not (
+        file_path.stem in state.names or declared_name(file_path) in state.names
+    ):
         return None
     return IncidentFile.from_parent(parent, path=file_path)
 
@@ -159,7 +181,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     keep, drop = [], []
     for item in items:
         if isinstance(item, IncidentItem) and not any(
-                item.request.request_id.lower().startswith(r) for r in state.request_ids):
+            item.request.request_id.lower().startswith(r) for r in state.request_ids
+        ):
             drop.append(item)
         else:
             keep.append(item)
@@ -177,6 +200,7 @@ class IncidentFile(pytest.File):
 
     spec: IncidentSpec
     replay: IncidentReplay | None = None
+    start_error: Exception | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def collect(self) -> Iterator[pytest.Item]:
@@ -189,8 +213,10 @@ class IncidentFile(pytest.File):
             self.spec = load_incident(self.path, _environ())
             spans = self.ihook.pytest_incident_load_spans(spec=self.spec, config=self.config)
             if spans is None:
-                raise IncidentFileError(f"{self.path}:{self.spec.lines.get('source', 1)}: "
-                                        f"source: no event source can read {self.spec.source}")
+                raise IncidentFileError(
+                    f"{self.path}:{self.spec.lines.get('source', 1)}: "
+                    f"source: no event source can read {self.spec.source}"
+                )
             requests = select_requests(spans, self.spec.window, self.spec.select)
         except (SpecError, FrozenFileError) as exc:
             raise IncidentFileError(str(exc)) from None
@@ -202,7 +228,8 @@ class IncidentFile(pytest.File):
         for request in requests:
             name = f"{request.method} {request.route}[{ids[request.request_id.lower()]}]"
             yield IncidentItem.from_parent(
-                self, name=name, callobj=_replay_request, request=request, line=line)
+                self, name=name, callobj=_replay_request, request=request, line=line
+            )
 
     def repr_failure(  # type: ignore[override]
         self, excinfo: pytest.ExceptionInfo[BaseException]
@@ -213,7 +240,13 @@ class IncidentFile(pytest.File):
 
     def setup(self) -> None:
         from .book import UnmatchedAction
-        from .replay import IncidentReplay, ReplayOptions, TargetConfig
+        from .replay import (
+            IncidentReplay,
+            ReplayConfigError,
+            ReplayOptions,
+            TargetConfig,
+            TargetError,
+        )
         from .spec import OutboundMode
 
         spec = self.spec
@@ -221,29 +254,34 @@ class IncidentFile(pytest.File):
         target = spec.target
         requests = [i.request for i in self.collect_items()]
         self._tmp = tempfile.TemporaryDirectory(prefix=f"incident-{spec.name}-")
-        self.replay = IncidentReplay(
-            requests=requests,
-            target=TargetConfig(
-                wsgi=target.wsgi,
-                command=target.command,
-                env=target.env,
-                cwd=target.cwd or self.config.rootpath,
-                ready_timeout_s=target.ready_timeout_s,
-                request_timeout_s=target.request_timeout_s,
-            ),
-            allow=spec.sandbox.allow,
-            outbound_stub=spec.sandbox.outbound is OutboundMode.STUB,
-            unmatched=UnmatchedAction(spec.sandbox.unmatched.value),
-            workdir=Path(self._tmp.name),
-            options=ReplayOptions(speed=state.speed),
-        )
-        self.replay.start()
+        try:
+            self.replay = IncidentReplay(
+                requests=requests,
+                target=TargetConfig(
+                    wsgi=target.wsgi,
+                    command=target.command,
+                    env=target.env,
+                    cwd=target.cwd or self.config.rootpath,
+                    ready_timeout_s=target.ready_timeout_s,
+                    request_timeout_s=target.request_timeout_s,
+                ),
+                allow=spec.sandbox.allow,
+                outbound_stub=spec.sandbox.outbound is OutboundMode.STUB,
+                unmatched=UnmatchedAction(spec.sandbox.unmatched.value),
+                workdir=Path(self._tmp.name),
+                options=ReplayOptions(speed=state.speed),
+            )
+            self.replay.start()
+        except (TargetError, ReplayConfigError) as exc:
+            # Reported by each item's call phase, where repr_failure formats it (pytest
+            # renders setup errors as plain tracebacks).
+            self.start_error = exc
 
     def collect_items(self) -> list[IncidentItem]:
-        return [i for i in self.session.items if isinstance(i, IncidentItem) and
-                i.parent is self]
+        return [i for i in self.session.items if isinstance(i, IncidentItem) and i.parent is self]
 
     def teardown(self) -> None:
+        self.start_error = None
         if self.replay is not None:
             self.replay.close()
             self.replay = None
@@ -292,11 +330,16 @@ class IncidentItem(pytest.Function):
 
         parent = self.incident_file
         spec = parent.spec
+        if parent.start_error is not None:
+            raise parent.start_error
         if parent.replay is None:
             raise RuntimeError("the incident's replay environment is not running")
         result = parent.replay.replay(self.request)
         verdict = judge(
-            self.request, result.status, result.error, result.effects,
+            self.request,
+            result.status,
+            result.error,
+            result.effects,
             Expectations(
                 status=spec.expect.status,
                 resolved=spec.expect.resolved,
@@ -305,13 +348,12 @@ class IncidentItem(pytest.Function):
         )
         self.user_properties.append(("incident_now", result.status))
         self.user_properties.append(("incident_resolved", verdict.resolved))
-        self.user_properties.append(("incident_regressed", verdict.regressed))
         self.ihook.pytest_incident_replayed(item=self, result=result, verdict=verdict)
         if not verdict.passed or result.crash:
             raise ReplayFailure(render_failure(self.request, result, verdict, spec))
 
-    def repr_failure(  # type: ignore[override]
-        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    def repr_failure(  # type: ignore[override]  # Item.repr_failure takes no style
+        self, excinfo: pytest.ExceptionInfo[BaseException]
     ) -> str | TerminalRepr:
         from .replay import ReplayConfigError, TargetError
 
@@ -322,7 +364,7 @@ class IncidentItem(pytest.Function):
             replay = self.incident_file.replay
             tail = replay.process.output_tail() if replay and replay.process else ""
             return message + (f"\ntarget output (last lines):\n{_indent(tail)}" if tail else "")
-        return super().repr_failure(excinfo, style=style)
+        return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.incident_file.path, self.line - 1, f"{self.incident}: {self.name}"
@@ -364,8 +406,10 @@ def render_failure(
     if result.output_tail:
         lines.append("target output (last lines):")
         lines.append(_indent(result.output_tail))
-    lines.append(f"replay with: pytest --incident={spec.name} "
-                 f"--incident-request={shlex.quote(request.request_id[:8])}")
+    lines.append(
+        f"replay with: pytest --incident={spec.name} "
+        f"--incident-request={shlex.quote(request.request_id[:8])}"
+    )
     return "\n".join(lines)
 
 

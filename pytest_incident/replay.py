@@ -78,17 +78,22 @@ def resolve_allow(entries: Sequence[str]) -> frozenset[tuple[str, int]]:
         except ValueError:
             raise ReplayConfigError(
                 f"sandbox.allow: {entry!r}: only localhost or a numeric loopback address can "
-                "be allowed (a name would need a DNS lookup outside the machine)") from None
+                "be allowed (a name would need a DNS lookup outside the machine)"
+            ) from None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # the policy sees mapped addresses in their IPv4 form
         if not ip.is_loopback:
-            raise ReplayConfigError(f"sandbox.allow: {entry!r} is not a loopback address; "
-                                    "nothing leaves the machine")
+            raise ReplayConfigError(
+                f"sandbox.allow: {entry!r} is not a loopback address; nothing leaves the machine"
+            )
         allowed.add((str(ip), port))
     return frozenset(allowed)
 
 
 def endpoints_of(calls: Iterable[OutboundCall]) -> list[Endpoint]:
-    return sorted({Endpoint(c.host.lower(), c.port, c.scheme) for c in calls},
-                  key=lambda e: (e.host, e.port))
+    return sorted(
+        {Endpoint(c.host.lower(), c.port, c.scheme) for c in calls}, key=lambda e: (e.host, e.port)
+    )
 
 
 class IncidentReplay:
@@ -134,8 +139,9 @@ class IncidentReplay:
         if not self.options.sandboxed:
             return None
         assert self.dns is not None
-        redirects = {(self.addresses[e.host], e.port): stub.address
-                     for e, stub in self.stubs.items()}
+        redirects = {
+            (self.addresses[e.host], e.port): stub.address for e, stub in self.stubs.items()
+        }
         return SandboxPolicy(
             redirects=redirects,
             allow=self.allow,
@@ -147,11 +153,19 @@ class IncidentReplay:
         config = self.target_config
         port = free_port()
         if config.wsgi is not None:
-            argv: tuple[str, ...] = (sys.executable, "-m", "pytest_incident.harness",
-                                     config.wsgi, "--port", str(port))
+            argv: tuple[str, ...] = (
+                sys.executable,
+                "-m",
+                "pytest_incident.harness",
+                config.wsgi,
+                "--port",
+                str(port),
+            )
         elif config.command is not None:
-            argv = tuple(part.replace("{port}", str(port)).replace("{python}", sys.executable)
-                         for part in config.command)
+            argv = tuple(
+                part.replace("{port}", str(port)).replace("{python}", sys.executable)
+                for part in config.command
+            )
         else:
             raise ReplayConfigError("target needs one of: wsgi, command")
         env = dict(os.environ)
@@ -171,7 +185,7 @@ class IncidentReplay:
                 origin = f"{endpoint.scheme}://{endpoint.host}"
                 if value.startswith(origin):
                     stub_origin = f"http://{stub.address[0]}:{stub.address[1]}"
-                    rewritten[key] = stub_origin + value[len(origin):]
+                    rewritten[key] = stub_origin + value[len(origin) :]
         return rewritten
 
     def close(self) -> None:
@@ -204,13 +218,20 @@ class IncidentReplay:
         if status is None and process.wait_exit(1.0) is not None:
             crash = f"target {describe_exit(process.exit_code())}"
         effects += self._sandbox_effects(process)
-        return ReplayResult(status, body, error, tuple(effects), crash,
-                            process.output_tail() if (crash or status is None) else "",
-                            elapsed)
+        return ReplayResult(
+            status,
+            body,
+            error,
+            tuple(effects),
+            crash,
+            process.output_tail() if (crash or status is None) else "",
+            elapsed,
+        )
 
     def _send(self, request: RecordedRequest, port: int) -> tuple[int | None, bytes, str]:
-        conn = http.client.HTTPConnection("127.0.0.1", port,
-                                          timeout=self.target_config.request_timeout_s)
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", port, timeout=self.target_config.request_timeout_s
+        )
         try:
             headers = {k: v for k, v in request.headers if k.lower() not in SKIP_REQUEST_HEADERS}
             body = request.body
@@ -234,12 +255,21 @@ class IncidentReplay:
             outcome = Outcome.BLOCKED if event["action"] == "refuse" else Outcome.ALLOWED
             effects.append(Effect(outcome, what, event.get("reason", "")))
         if self.dns is not None:
-            unknown = sorted({lookup.name for lookup in self.dns.take_lookups()
-                              if not lookup.known})
-            effects.extend(Effect(Outcome.BLOCKED, f"dns {name}",
-                                  "not a host in the recording: NXDOMAIN") for name in unknown)
+            unknown = sorted(
+                {lookup.name for lookup in self.dns.take_lookups() if not lookup.known}
+            )
+            effects.extend(
+                Effect(Outcome.BLOCKED, f"dns {name}", "not a host in the recording: NXDOMAIN")
+                for name in unknown
+            )
         return effects
 
 
-__all__ = ["IncidentReplay", "ReplayConfigError", "ReplayOptions", "ReplayResult",
-           "TargetConfig", "TargetError"]
+__all__ = [
+    "IncidentReplay",
+    "ReplayConfigError",
+    "ReplayOptions",
+    "ReplayResult",
+    "TargetConfig",
+    "TargetError",
+]

@@ -31,13 +31,13 @@ def keeps(select: Select, request: RecordedRequest) -> bool:
         return False
     if select.routes and not any(route_matches(r, request) for r in select.routes):
         return False
-    if select.status is not None:
-        if request.status is None or not select.status.matches(request.status):
-            return False
-    if select.requests and not any(request.request_id.lower().startswith(p)
-                                   for p in select.requests):
+    if select.status is not None and (
+        request.status is None or not select.status.matches(request.status)
+    ):
         return False
-    return True
+    return not select.requests or any(
+        request.request_id.lower().startswith(p) for p in select.requests
+    )
 
 
 def select_requests(spans: Iterable[Span], window: Window, select: Select) -> list[RecordedRequest]:
@@ -49,15 +49,18 @@ def select_requests(spans: Iterable[Span], window: Window, select: Select) -> li
                 request = RecordedRequest(span)
                 if keeps(select, request):
                     servers.append(span)
-        elif is_outbound_http(span) and \
-                window.start_ns <= span.timestamp_ns < window.end_ns + SLACK_NS:
+        elif (
+            is_outbound_http(span)
+            and window.start_ns <= span.timestamp_ns < window.end_ns + SLACK_NS
+        ):
             children[span.trace_id].append(span)
     servers.sort(key=lambda s: (s.timestamp_ns, s.trace_id))
     requests = []
     for server in servers:
-        calls = sorted((c for c in children.get(server.trace_id, ())
-                        if c.timestamp_ns >= server.timestamp_ns),
-                       key=lambda c: (c.timestamp_ns, c.span_id))
+        calls = sorted(
+            (c for c in children.get(server.trace_id, ()) if c.timestamp_ns >= server.timestamp_ns),
+            key=lambda c: (c.timestamp_ns, c.span_id),
+        )
         outbound = tuple(OutboundCall(span, order) for order, span in enumerate(calls))
         requests.append(RecordedRequest(server, outbound))
     return requests

@@ -7,6 +7,7 @@
 # the target answered is already in it.
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -72,16 +73,29 @@ class TargetProcess:
         if self.policy is not None:
             policy_path = self.workdir / "policy.json"
             policy_path.write_text(self.policy.to_json())
-            argv = [sys.executable, "-m", "pytest_incident.sandbox.tracer",
-                    "--policy", str(policy_path), "--events", str(self.events_path),
-                    "--", *argv]
+            argv = [
+                sys.executable,
+                "-m",
+                "pytest_incident.sandbox.tracer",
+                "--policy",
+                str(policy_path),
+                "--events",
+                str(self.events_path),
+                "--",
+                *argv,
+            ]
         self.events_path.touch()
         with open(self.log_path, "ab") as log:
             log.write(f"--- start #{self.starts}: {' '.join(self.launch.argv)}\n".encode())
             log.flush()
             self._proc = subprocess.Popen(
-                argv, cwd=self.launch.cwd, env=dict(self.launch.env), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                argv,
+                cwd=self.launch.cwd,
+                env=dict(self.launch.env),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self._wait_ready()
 
@@ -89,16 +103,20 @@ class TargetProcess:
         deadline = time.monotonic() + self.launch.ready_timeout_s
         while time.monotonic() < deadline:
             if self.exit_code() is not None:
-                raise TargetError(f"target {describe_exit(self.exit_code())} before it "
-                                  f"listened on 127.0.0.1:{self.launch.port}")
+                raise TargetError(
+                    f"target {describe_exit(self.exit_code())} before it "
+                    f"listened on 127.0.0.1:{self.launch.port}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.launch.port), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.02)
         self.stop()
-        raise TargetError(f"target did not listen on 127.0.0.1:{self.launch.port} within "
-                          f"{self.launch.ready_timeout_s:g}s")
+        raise TargetError(
+            f"target did not listen on 127.0.0.1:{self.launch.port} within "
+            f"{self.launch.ready_timeout_s:g}s"
+        )
 
     def exit_code(self) -> int | None:
         return None if self._proc is None else self._proc.poll()
@@ -135,12 +153,8 @@ class TargetProcess:
             return
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # whatever is left in its session
-        except (ProcessLookupError, PermissionError):
-            pass
         proc.wait()

@@ -61,8 +61,10 @@ def judge(
         problems.append(f"status {now} does not satisfy expect.status {expect.status}")
     if expect.resolved and recorded.failed and (now is None or now >= 400):
         was = recorded.status if recorded.status is not None else "no answer"
-        problems.append(f"failed in production ({was}) and is not resolved "
-                        f"(now {now if now is not None else 'no answer'}; resolved means < 400)")
+        problems.append(
+            f"failed in production ({was}) and is not resolved "
+            f"(now {now if now is not None else 'no answer'}; resolved means < 400)"
+        )
     if expect.unmatched_fails:
         misses = [e for e in effects if e.outcome is Outcome.UNMATCHED]
         for miss in misses:

@@ -12,13 +12,19 @@ DEMO_YAML = "incidents/2024-05-signup.yaml"
 @pytest.fixture
 def demo(pytester: pytest.Pytester) -> pytest.Pytester:
     """A pytester project holding a copy of the demo service and its recorded incident."""
-    shutil.copytree(ROOT / "examples", pytester.path / "examples",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "incidents", pytester.path / "incidents",
-                    ignore=shutil.ignore_patterns("__pycache__", "__snapshots__"))
+    shutil.copytree(
+        ROOT / "examples", pytester.path / "examples", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(
+        ROOT / "incidents",
+        pytester.path / "incidents",
+        ignore=shutil.ignore_patterns("__pycache__", "__snapshots__"),
+    )
     # in-process pytester runs see the plugin already imported by the outer session
-    pytester.makeini("[pytest]\nfilterwarnings =\n"
-                     "    ignore:Module already imported:pytest.PytestAssertRewriteWarning\n")
+    pytester.makeini(
+        "[pytest]\nfilterwarnings =\n"
+        "    ignore:Module already imported:pytest.PytestAssertRewriteWarning\n"
+    )
     return pytester
 
 

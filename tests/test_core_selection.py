@@ -98,12 +98,8 @@ def test_routes_method_and_path() -> None:
         server(trace_id(2), T0 + 2, method="GET", path="/signup"),
         server(trace_id(3), T0 + 3, method="POST", path="/login"),
     ]
-    assert traces(select_requests(spans, WINDOW, Select(routes=("POST /signup",)))) == [
-        trace_id(1)
-    ]
-    assert traces(select_requests(spans, WINDOW, Select(routes=("post /signup",)))) == [
-        trace_id(1)
-    ]
+    assert traces(select_requests(spans, WINDOW, Select(routes=("POST /signup",)))) == [trace_id(1)]
+    assert traces(select_requests(spans, WINDOW, Select(routes=("post /signup",)))) == [trace_id(1)]
 
 
 def test_bare_path_route_means_any_method() -> None:

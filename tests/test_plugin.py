@@ -20,22 +20,25 @@ def test_fixed_code_resolves_every_failed_request(demo: pytest.Pytester) -> None
 
 def test_code_before_the_fix_reproduces_the_failures(demo: pytest.Pytester) -> None:
     yaml = demo.path / DEMO_YAML
-    yaml.write_text(yaml.read_text().replace("examples.signup.app:app",
-                                             "examples.signup.app_before_fix:app"))
+    yaml.write_text(
+        yaml.read_text().replace("examples.signup.app:app", "examples.signup.app_before_fix:app")
+    )
     result = demo.runpytest("--incident=2024-05-signup")
     result.assert_outcomes(passed=8, failed=4)
-    result.stdout.fnmatch_lines([
-        "*2024-05-signup: POST /signup*",
-        "POST /signup  request *",
-        "status: 500 -> 500   (was -> now)",
-        "problems:",
-        "  - status 500 does not satisfy expect.status <500",
-        "  - failed in production (500) and is not resolved*",
-        "outbound calls:",
-        "  served    GET http://api.payments.example/v1/customers?email=*",
-        "  held      POST http://api.payments.example/v1/charges  recorded #* timed out*",
-        "2024-05-signup: 12 replayed, 8 passing, 4 still failing (0 regressed)",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*2024-05-signup: POST /signup*",
+            "POST /signup  request *",
+            "status: 500 -> 500   (was -> now)",
+            "problems:",
+            "  - status 500 does not satisfy expect.status <500",
+            "  - failed in production (500) and is not resolved*",
+            "outbound calls:",
+            "  served    GET http://api.payments.example/v1/customers?email=*",
+            "  held      POST http://api.payments.example/v1/charges  recorded #* timed out*",
+            "2024-05-signup: 12 replayed, 8 passing, 4 still failing (0 regressed)",
+        ]
+    )
     assert "Traceback" not in result.stdout.str()
     assert "pytest_incident/" not in result.stdout.str()  # no plugin frames
 
@@ -50,16 +53,24 @@ def test_items_are_named_by_route_and_request_id(demo: pytest.Pytester) -> None:
 
 
 def test_select_keeps_only_matching_requests(demo: pytest.Pytester) -> None:
-    write_incident(demo, "failed-only", """
+    write_incident(
+        demo,
+        "failed-only",
+        """
 select: {service: signup, routes: ["POST /signup"], status: ">=500"}
 target: {wsgi: examples.signup.app:app}
-""")
+""",
+    )
     result = demo.runpytest("--incident=failed-only", "--collect-only", "-q")
     assert sum("::POST /signup[" in line for line in result.stdout.lines) == 4
-    write_incident(demo, "health", """
+    write_incident(
+        demo,
+        "health",
+        """
 select: {routes: ["GET /health"]}
 target: {wsgi: examples.signup.app:app}
-""")
+""",
+    )
     result = demo.runpytest("--incident=health", "--collect-only", "-q")
     assert sum("::GET /health[" in line for line in result.stdout.lines) == 2
 
@@ -75,15 +86,18 @@ def test_incident_request_replays_one_request(demo: pytest.Pytester) -> None:
 def test_unknown_incident_is_a_usage_error(demo: pytest.Pytester) -> None:
     result = demo.runpytest("--incident=2099-01-nothing")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--incident 2099-01-nothing: no such incident*known: "
-                                 "2024-05-signup*"])
+    result.stderr.fnmatch_lines(
+        ["*--incident 2099-01-nothing: no such incident*known: 2024-05-signup*"]
+    )
 
 
 @pytest.mark.parametrize(
     ("option", "message"),
-    [("--incident-speed=0", "*--incident-speed must be > 0*"),
-     ("--incident-speed=fast", "*--incident-speed: 'fast' is not a number*"),
-     ("--incident-request=xyz", "*--incident-request 'xyz': expected at least 4 hex digits*")],
+    [
+        ("--incident-speed=0", "*--incident-speed must be > 0*"),
+        ("--incident-speed=fast", "*--incident-speed: 'fast' is not a number*"),
+        ("--incident-request=xyz", "*--incident-request 'xyz': expected at least 4 hex digits*"),
+    ],
 )
 def test_bad_option_values_are_usage_errors(
     demo: pytest.Pytester, option: str, message: str
@@ -94,18 +108,25 @@ def test_bad_option_values_are_usage_errors(
 
 
 def test_yaml_mistake_is_reported_with_file_and_line(demo: pytest.Pytester) -> None:
-    write_incident(demo, "typo", """
+    write_incident(
+        demo,
+        "typo",
+        """
 select: {service: signup}
 target: {wsgi: examples.signup.app:app}
 sandbox:
   outbound: stubb
-""")
+""",
+    )
     result = demo.runpytest("--incident=typo")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([
-        "*incidents/typo.yaml:7: sandbox.outbound: 'stubb' is not allowed; allowed: stub, block",
-        "*>  7 |   outbound: stubb",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*incidents/typo.yaml:7: sandbox.outbound: 'stubb' is not allowed; "
+            "allowed: stub, block",
+            "*>  7 |   outbound: stubb",
+        ]
+    )
     output = result.stdout.str()
     assert "Traceback" not in output
     assert "INTERNALERROR" not in output
@@ -113,10 +134,12 @@ sandbox:
 
 def test_broken_frozen_file_is_reported_with_its_line(demo: pytest.Pytester) -> None:
     (demo.path / "incidents" / "broken.jsonl").write_text(
-        '{"format": "pytest-incident-spans", "version": 1}\n{"TraceId": "ab"}\n')
+        '{"format": "pytest-incident-spans", "version": 1}\n{"TraceId": "ab"}\n'
+    )
     (demo.path / "incidents" / "broken.yaml").write_text(
         "window: 2024-05-14T14:00:00Z .. 2024-05-14T14:30:00Z\nsource: broken.jsonl\n"
-        "target: {wsgi: examples.signup.app:app}\n")
+        "target: {wsgi: examples.signup.app:app}\n"
+    )
     result = demo.runpytest("--incident=broken")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*incidents/broken.jsonl:2: missing column Timestamp*"])
@@ -136,20 +159,27 @@ def app(environ, start_response):
 
 def test_outbound_call_missing_from_recording_names_nearest(demo: pytest.Pytester) -> None:
     demo.makepyfile(refunds_app=UNMATCHED_APP)
-    write_incident(demo, "refunds", """
+    write_incident(
+        demo,
+        "refunds",
+        """
 select: {routes: ["POST /signup"], status: ">=500"}
 target:
   wsgi: refunds_app:app
   env: {PAYMENTS_URL: "http://api.payments.example"}
-""")
+""",
+    )
     result = demo.runpytest("--incident=refunds", "-x")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        "  - outbound call not in the recording: POST http://api.payments.example/v1/refunds",
-        "  unmatched POST http://api.payments.example/v1/refunds  nearest recorded calls:",
-        "*#1 POST http://api.payments.example/v1/charges -> timeout  (differs in path)",
-        "*#0 GET http://api.payments.example/v1/customers?email=* -> 200  (differs in method, path, query)",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "  - outbound call not in the recording: POST http://api.payments.example/v1/refunds",
+            "  unmatched POST http://api.payments.example/v1/refunds  nearest recorded calls:",
+            "*#1 POST http://api.payments.example/v1/charges -> timeout  (differs in path)",
+            "*#0 GET http://api.payments.example/v1/customers?email=* -> 200  "
+            "(differs in method, path, query)",
+        ]
+    )
 
 
 BLOCKED_APP = """
@@ -167,9 +197,7 @@ def app(environ, start_response):
 
 
 @pytest.mark.parametrize("allowed", [False, True], ids=["blocked", "allowed"])
-def test_destination_outside_sandbox_allow_is_refused(
-    demo: pytest.Pytester, allowed: bool
-) -> None:
+def test_destination_outside_sandbox_allow_is_refused(demo: pytest.Pytester, allowed: bool) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -177,14 +205,18 @@ def test_destination_outside_sandbox_allow_is_refused(
     port = listener.getsockname()[1]
     demo.makepyfile(dialer=BLOCKED_APP)
     allow = f'allow: ["127.0.0.1:{port}"]' if allowed else "allow: []"
-    write_incident(demo, "dialer", f"""
+    write_incident(
+        demo,
+        "dialer",
+        f"""
 select: {{routes: ["GET /health"]}}
 target:
   wsgi: dialer:app
   env: {{LISTENER_PORT: "{port}"}}
 sandbox: {{{allow}}}
 expect: {{status: "<500"}}
-""")
+""",
+    )
     try:
         result = demo.runpytest("--incident=dialer", "-x")
         if allowed:
@@ -193,10 +225,12 @@ expect: {{status: "<500"}}
             conn.close()
         else:
             result.assert_outcomes(failed=1)
-            result.stdout.fnmatch_lines([
-                "status: 200 -> 503   (was -> now)",
-                f"  blocked   connect 127.0.0.1:{port}  not in sandbox.allow",
-            ])
+            result.stdout.fnmatch_lines(
+                [
+                    "status: 200 -> 503   (was -> now)",
+                    f"  blocked   connect 127.0.0.1:{port}  not in sandbox.allow",
+                ]
+            )
             with pytest.raises(TimeoutError):
                 listener.accept()
     finally:
@@ -223,20 +257,26 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 
 def test_crashing_target_fails_its_item_and_is_restarted(demo: pytest.Pytester) -> None:
     demo.makepyfile(crashy=CRASHY_SERVER)
-    write_incident(demo, "crashy", """
+    write_incident(
+        demo,
+        "crashy",
+        """
 select: {routes: ["POST /signup"]}
 target:
   command: ["{python}", "crashy.py", "{port}"]
 expect: {status: "<500"}
-""")
+""",
+    )
     result = demo.runpytest("--incident=crashy")
     result.assert_outcomes(passed=11, failed=1)
-    result.stdout.fnmatch_lines([
-        "status: 500 -> no answer   (was -> now)",
-        "  - target exited with status 3",
-        "target output (last lines):",
-        "*crashy: cannot handle this signup, exiting",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "status: 500 -> no answer   (was -> now)",
+            "  - target exited with status 3",
+            "target output (last lines):",
+            "*crashy: cannot handle this signup, exiting",
+        ]
+    )
 
 
 def test_usefixtures_runs_conftest_fixtures(demo: pytest.Pytester) -> None:
@@ -247,19 +287,22 @@ import pytest
 def seeded(request):
     request.config.rootpath.joinpath("seeded.txt").open("a").write("x")
 """)
-    write_incident(demo, "with-fixture", """
+    write_incident(
+        demo,
+        "with-fixture",
+        """
 select: {routes: ["GET /health"]}
 target: {wsgi: examples.signup.app:app}
 usefixtures: [seeded]
-""")
+""",
+    )
     result = demo.runpytest("--incident=with-fixture")
     result.assert_outcomes(passed=2)
     assert (demo.path / "seeded.txt").read_text() == "xx"
 
 
 def test_runs_under_xdist_with_junitxml(demo: pytest.Pytester) -> None:
-    result = demo.runpytest("--incident=2024-05-signup", "-n", "2",
-                            "--junitxml=report.xml")
+    result = demo.runpytest("--incident=2024-05-signup", "-n", "2", "--junitxml=report.xml")
     result.assert_outcomes(passed=12)
     result.stdout.fnmatch_lines(["2024-05-signup: 12 replayed, 12 passing (4 resolved)"])
     xml = (demo.path / "report.xml").read_text()
@@ -270,3 +313,28 @@ def test_runs_under_xdist_with_junitxml(demo: pytest.Pytester) -> None:
 def test_plugin_can_be_disabled(demo: pytest.Pytester) -> None:
     result = demo.runpytest("-p", "no:incident", "incidents")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_target_that_cannot_start_fails_items_with_its_output(demo: pytest.Pytester) -> None:
+    demo.makepyfile(broken_app="import no_such_module_anywhere\n")
+    write_incident(
+        demo,
+        "broken",
+        """
+select: {routes: ["GET /health"]}
+target: {wsgi: "broken_app:app", ready_timeout: 20s}
+""",
+    )
+    result = demo.runpytest("--incident=broken")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*incidents/broken.yaml:*: target exited with status 1 before it listened on *",
+            "target output (last lines):",
+            "*ModuleNotFoundError: No module named 'no_such_module_anywhere'",
+        ]
+    )
+    output = result.stdout.str()
+    assert "harness: cannot load the WSGI app broken_app:app" in output
+    assert "harness.py" not in output  # only the user's frames
+    assert "INTERNALERROR" not in output

@@ -50,10 +50,22 @@ def run_traced(
     (tmp_path / "policy.json").write_text(policy.to_json())
     events = tmp_path / "events.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest_incident.sandbox.tracer",
-         "--policy", str(tmp_path / "policy.json"), "--events", str(events),
-         "--", sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, timeout=timeout,
+        [
+            sys.executable,
+            "-m",
+            "pytest_incident.sandbox.tracer",
+            "--policy",
+            str(tmp_path / "policy.json"),
+            "--events",
+            str(events),
+            "--",
+            sys.executable,
+            "-c",
+            textwrap.dedent(code),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     lines = events.read_text().splitlines() if events.exists() else []
     return proc, [json.loads(line) for line in lines]
@@ -67,14 +79,18 @@ def test_refuses_a_destination_not_allowed_before_the_kernel_runs_it(
     tmp_path: Path, listener: socket.socket
 ) -> None:
     port = port_of(listener)
-    proc, events = run_traced(tmp_path, SandboxPolicy(), f"""
+    proc, events = run_traced(
+        tmp_path,
+        SandboxPolicy(),
+        f"""
         import socket
         try:
             socket.create_connection(("127.0.0.1", {port}), timeout=2)
             print("connected")
         except ConnectionRefusedError:
             print("refused")
-    """)
+    """,
+    )
     assert proc.stdout.strip() == "refused", proc.stderr
     assert_no_connection(listener)
     [event] = net_events(events)
@@ -87,12 +103,16 @@ def test_refuses_a_destination_not_allowed_before_the_kernel_runs_it(
 def test_allowed_destination_passes_through(tmp_path: Path, listener: socket.socket) -> None:
     port = port_of(listener)
     policy = SandboxPolicy(allow=frozenset({("127.0.0.1", port)}))
-    proc, events = run_traced(tmp_path, policy, f"""
+    proc, events = run_traced(
+        tmp_path,
+        policy,
+        f"""
         import socket
         s = socket.create_connection(("127.0.0.1", {port}), timeout=2)
         s.sendall(b"live")
         s.close()
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr
     conn, _ = listener.accept()
     assert conn.recv(10) == b"live"
@@ -100,11 +120,12 @@ def test_allowed_destination_passes_through(tmp_path: Path, listener: socket.soc
     assert [e["action"] for e in net_events(events)] == ["allow"]
 
 
-def test_threads_and_child_processes_are_traced(
-    tmp_path: Path, listener: socket.socket
-) -> None:
+def test_threads_and_child_processes_are_traced(tmp_path: Path, listener: socket.socket) -> None:
     port = port_of(listener)
-    proc, events = run_traced(tmp_path, SandboxPolicy(), f"""
+    proc, events = run_traced(
+        tmp_path,
+        SandboxPolicy(),
+        f"""
         import socket, subprocess, sys, threading
         def attempt(tag):
             try:
@@ -118,7 +139,8 @@ def test_threads_and_child_processes_are_traced(
                "except ConnectionRefusedError: print('child refused')"
         print(subprocess.run([sys.executable, "-c", code], capture_output=True,
                              text=True).stdout.strip())
-    """)
+    """,
+    )
     assert proc.stdout.split("\n")[:3] == ["main refused", "thread refused", "child refused"]
     assert_no_connection(listener)
     refused = net_events(events)
@@ -136,7 +158,10 @@ def test_recorded_host_resolves_through_dns_stub_and_is_redirected(
             dns=dns.address,
             hostnames={"127.77.0.1": "api.payments.example"},
         )
-        proc, events = run_traced(tmp_path, policy, """
+        proc, events = run_traced(
+            tmp_path,
+            policy,
+            """
             import socket
             s = socket.create_connection(("api.payments.example", 80), timeout=2)
             s.sendall(b"to the stub")
@@ -145,7 +170,8 @@ def test_recorded_host_resolves_through_dns_stub_and_is_redirected(
                 socket.getaddrinfo("not-recorded.example", 80)
             except socket.gaierror:
                 print("unknown host does not resolve")
-        """)
+        """,
+        )
         assert proc.returncode == 0, proc.stderr
         assert "unknown host does not resolve" in proc.stdout
         conn, _ = listener.accept()
@@ -169,7 +195,10 @@ def test_redirected_datagram_reply_appears_to_come_from_the_original_server(
     dns = DnsStub({"api.payments.example": "127.77.0.1"})
     try:
         policy = SandboxPolicy(dns=dns.address)
-        proc, _ = run_traced(tmp_path, policy, """
+        proc, _ = run_traced(
+            tmp_path,
+            policy,
+            """
             import socket
             from dnslib import DNSRecord
             query = DNSRecord.question("api.payments.example").pack()
@@ -179,14 +208,18 @@ def test_redirected_datagram_reply_appears_to_come_from_the_original_server(
             s.send(query)
             data, source = s.recvfrom(512)
             print(source, DNSRecord.parse(data).short())
-        """)
+        """,
+        )
         assert proc.stdout.strip() == "('127.0.0.53', 53) 127.77.0.1", proc.stderr
     finally:
         dns.close()
 
 
 def test_raw_sockets_and_io_uring_are_denied(tmp_path: Path) -> None:
-    proc, _ = run_traced(tmp_path, SandboxPolicy(), """
+    proc, _ = run_traced(
+        tmp_path,
+        SandboxPolicy(),
+        """
         import ctypes, errno, socket
         for family, kind in [(socket.AF_INET, socket.SOCK_RAW), (socket.AF_INET6, socket.SOCK_RAW),
                              (socket.AF_PACKET, socket.SOCK_RAW)]:
@@ -198,7 +231,8 @@ def test_raw_sockets_and_io_uring_are_denied(tmp_path: Path) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         params = ctypes.create_string_buffer(120)
         print(libc.syscall(425, 8, params), errno.errorcode[ctypes.get_errno()])
-    """)
+    """,
+    )
     assert proc.stdout.split() == ["denied", "denied", "denied", "-1", "ENOSYS"], proc.stderr
 
 
@@ -213,8 +247,7 @@ def test_filter_fails_closed_without_a_tracer(listener: socket.socket) -> None:
         except OSError as exc:
             print(exc.errno)
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=30)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert proc.stdout.strip() == "38", proc.stderr  # ENOSYS
     assert_no_connection(listener)
 
@@ -239,16 +272,21 @@ def _wait_gone(pid: int, seconds: float = 5) -> bool:
 
 def test_nothing_outlives_the_target(tmp_path: Path) -> None:
     pidfile = tmp_path / "daemon.pid"
-    proc, _ = run_traced(tmp_path, SandboxPolicy(), f"""
+    proc, _ = run_traced(
+        tmp_path,
+        SandboxPolicy(),
+        f"""
         import os, subprocess, sys
         # a daemon that detaches into its own session and would otherwise live on
-        code = "import os, time\\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\\ntime.sleep(60)"
+        code = ("import os, time\\n"
+                "open({str(pidfile)!r}, 'w').write(str(os.getpid()))\\ntime.sleep(60)")
         subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
         import time
         while not os.path.exists({str(pidfile)!r}) or not open({str(pidfile)!r}).read():
             time.sleep(0.01)
         sys.exit(3)
-    """)
+    """,
+    )
     assert proc.returncode == 3, proc.stderr
     daemon = int(pidfile.read_text())
     assert _wait_gone(daemon), f"daemon {daemon} still running after the target exited"
@@ -258,12 +296,24 @@ def test_stopping_or_killing_the_tracer_ends_every_tracee(tmp_path: Path) -> Non
     for how in (signal.SIGTERM, signal.SIGKILL):
         pidfile = tmp_path / f"target-{how.name}.pid"
         (tmp_path / "policy.json").write_text(SandboxPolicy().to_json())
-        code = f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\n" \
-               "time.sleep(60)"
+        code = (
+            f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)"
+        )
         tracer = subprocess.Popen(
-            [sys.executable, "-m", "pytest_incident.sandbox.tracer",
-             "--policy", str(tmp_path / "policy.json"), "--events", str(tmp_path / "e.jsonl"),
-             "--", sys.executable, "-c", code])
+            [
+                sys.executable,
+                "-m",
+                "pytest_incident.sandbox.tracer",
+                "--policy",
+                str(tmp_path / "policy.json"),
+                "--events",
+                str(tmp_path / "e.jsonl"),
+                "--",
+                sys.executable,
+                "-c",
+                code,
+            ]
+        )
         try:
             deadline = time.monotonic() + 10
             while not (pidfile.exists() and pidfile.read_text()):

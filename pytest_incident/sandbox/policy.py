@@ -57,27 +57,35 @@ class SandboxPolicy:
             endpoints.append(self.dns)
         for ip, port in endpoints:
             if not _loopback(ip):
-                raise ValueError(f"{ip}:{port} is not a loopback address; the sandbox only "
-                                 "serves or passes loopback endpoints")
+                raise ValueError(
+                    f"{ip}:{port} is not a loopback address; the sandbox only "
+                    "serves or passes loopback endpoints"
+                )
 
     def decide(self, sock_type: int, addr: SockAddr, *, datagram_send: bool = False) -> Decision:
         """Decide a connect(), or a sendto()/sendmsg() that names an address."""
         if addr.family in (AF_UNIX, AF_UNSPEC, AF_NETLINK):
             return Decision(Action.ALLOW, "local socket family", report=False)
         if not addr.is_inet:
-            return Decision(Action.REFUSE, f"address family {addr.family} is not allowed",
-                            errno=errno.EAFNOSUPPORT)
+            return Decision(
+                Action.REFUSE,
+                f"address family {addr.family} is not allowed",
+                errno=errno.EAFNOSUPPORT,
+            )
         ip, port = addr.ip, addr.port
         host = self.hostnames.get(ip, "")
         dgram = sock_type == SOCK_DGRAM
         if dgram and port == DNS_PORT and (ip, port) not in self.allow:
             if self.dns is None:
                 return Decision(Action.REFUSE, "DNS is not served", errno=errno.ECONNREFUSED)
-            return Decision(Action.REDIRECT, "DNS query to the DNS stub", to=self.dns,
-                            report=False)
+            return Decision(Action.REDIRECT, "DNS query to the DNS stub", to=self.dns, report=False)
         if (ip, port) in self.redirects:
-            return Decision(Action.REDIRECT, "recorded host served by its stub",
-                            to=self.redirects[(ip, port)], host=host)
+            return Decision(
+                Action.REDIRECT,
+                "recorded host served by its stub",
+                to=self.redirects[(ip, port)],
+                host=host,
+            )
         if (ip, port) in self.allow and addr.is_loopback:
             return Decision(Action.ALLOW, "in sandbox.allow")
         if dgram and addr.is_loopback:
@@ -86,19 +94,30 @@ class SandboxPolicy:
             return Decision(Action.ALLOW, "loopback datagram", report=False)
         refused = errno.ENETUNREACH if (dgram or datagram_send) else errno.ECONNREFUSED
         if host:
-            return Decision(Action.REFUSE, f"recorded host {host} has no recording for port "
-                            f"{port}", errno=refused, host=host)
-        where = "not in sandbox.allow" if addr.is_loopback else \
-            "not a loopback address; nothing leaves the machine"
+            return Decision(
+                Action.REFUSE,
+                f"recorded host {host} has no recording for port {port}",
+                errno=refused,
+                host=host,
+            )
+        where = (
+            "not in sandbox.allow"
+            if addr.is_loopback
+            else "not a loopback address; nothing leaves the machine"
+        )
         return Decision(Action.REFUSE, where, errno=refused)
 
     def to_json(self) -> str:
-        return json.dumps({
-            "redirects": [[ip, port, to[0], to[1]] for (ip, port), to in self.redirects.items()],
-            "allow": sorted([ip, port] for ip, port in self.allow),
-            "dns": list(self.dns) if self.dns else None,
-            "hostnames": dict(self.hostnames),
-        })
+        return json.dumps(
+            {
+                "redirects": [
+                    [ip, port, to[0], to[1]] for (ip, port), to in self.redirects.items()
+                ],
+                "allow": sorted([ip, port] for ip, port in self.allow),
+                "dns": list(self.dns) if self.dns else None,
+                "hostnames": dict(self.hostnames),
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> SandboxPolicy:

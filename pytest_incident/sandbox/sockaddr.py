@@ -30,7 +30,7 @@ class SockAddr:
     @property
     def ip(self) -> str:
         """The numeric address, IPv4-mapped IPv6 folded to IPv4."""
-        if self.family == AF_INET6:
+        if self.family == AF_INET6 and self.host:  # host is "" for a truncated sockaddr
             addr = ipaddress.IPv6Address(self.host)
             if addr.ipv4_mapped is not None:
                 return str(addr.ipv4_mapped)
@@ -38,7 +38,7 @@ class SockAddr:
 
     @property
     def is_loopback(self) -> bool:
-        return self.is_inet and ipaddress.ip_address(self.ip).is_loopback
+        return self.is_inet and bool(self.host) and ipaddress.ip_address(self.ip).is_loopback
 
     def endpoint(self) -> str:
         ip = self.ip

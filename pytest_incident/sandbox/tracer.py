@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import json
@@ -34,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ptrace.binding import func as pt  # type: ignore[import-untyped]
-from ptrace.error import PtraceError  # type: ignore[import-untyped]
+from ptrace.binding import func as pt
+from ptrace.error import PtraceError
 
 from . import seccomp
 from .policy import Action, Decision, SandboxPolicy
@@ -111,7 +112,7 @@ class Tracer:
                 os.kill(os.getpid(), signal.SIGSTOP)
                 seccomp.install(program)
                 os.execvpe(argv[0], list(argv), env)
-            except BaseException as exc:  # noqa: BLE001 - reported, then _exit
+            except BaseException as exc:
                 os.write(2, f"pytest-incident sandbox: cannot start {argv[0]!r}: {exc}\n".encode())
             finally:
                 os._exit(127)
@@ -160,7 +161,9 @@ class Tracer:
         elif sig == signal.SIGTRAP | 0x80:
             self._on_syscall_exit(pid)
         elif sig == signal.SIGTRAP and event in (
-            PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE
+            PTRACE_EVENT_FORK,
+            PTRACE_EVENT_VFORK,
+            PTRACE_EVENT_CLONE,
         ):
             child = pt.ptrace_geteventmsg(pid)
             self.tracees.add(child)
@@ -188,10 +191,8 @@ class Tracer:
                 del self.redirected_dgram[key]
 
     def _kill(self, pid: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def kill_all(self) -> None:
         self.stopping = True
@@ -230,27 +231,45 @@ class Tracer:
             pt.ptrace_cont(pid, 0)
 
     def _on_address(
-        self, pid: int, regs: Any, call: str, fd: int, ptr: int, length: int,
-        ptr_reg: str, len_reg: str,
+        self,
+        pid: int,
+        regs: Any,
+        call: str,
+        fd: int,
+        ptr: int,
+        length: int,
+        ptr_reg: str,
+        len_reg: str,
     ) -> None:
         if ptr == 0:
             pt.ptrace_cont(pid, 0)
             return
-        addr = parse_sockaddr(self._read(pid, ptr, min(length, MAX_SOCKADDR)))
+        raw = self._read(pid, ptr, min(length, MAX_SOCKADDR))
+        addr = parse_sockaddr(raw)
         sock_type = self._sock_type(pid, fd)
         decision = self.policy.decide(sock_type, addr, datagram_send=call != "connect")
         self._log(pid, call, addr, decision)
         if decision.action is Action.REFUSE:
             self._refuse(pid, regs, decision.errno)
             return
-        if decision.action is Action.REDIRECT and decision.to is not None:
-            new = pack_inet(addr.family, *decision.to)
+        if addr.is_inet:
+            # The kernel reads the address again after we resume; pass it a private copy of
+            # what was decided (below the red zone) so no other thread can change it between
+            # the check and the call.
+            if decision.action is Action.REDIRECT and decision.to is not None:
+                new = pack_inet(addr.family, *decision.to)
+            else:
+                new = raw
             scratch = (regs.rsp - RED_ZONE - len(new)) & ~0xF
             self._write(pid, scratch, new)
             setattr(regs, ptr_reg, scratch)
             setattr(regs, len_reg, len(new))
             pt.ptrace_setregs(pid, regs)
-            if sock_type == socket.SOCK_DGRAM:
+            if (
+                decision.action is Action.REDIRECT
+                and decision.to is not None
+                and sock_type == socket.SOCK_DGRAM
+            ):
                 self.redirected_dgram[(self._tgid(pid), fd)] = (addr, decision.to)
         pt.ptrace_cont(pid, 0)
 
@@ -263,7 +282,8 @@ class Tracer:
             name_ptr, name_len = struct.unpack("=QI", self._read(pid, header, 12))
             if name_ptr == 0:
                 continue
-            addr = parse_sockaddr(self._read(pid, name_ptr, min(name_len, MAX_SOCKADDR)))
+            raw = self._read(pid, name_ptr, min(name_len, MAX_SOCKADDR))
+            addr = parse_sockaddr(raw)
             decision = self.policy.decide(sock_type, addr, datagram_send=True)
             self._log(pid, "sendmsg", addr, decision)
             if decision.action is Action.REFUSE:
@@ -271,6 +291,8 @@ class Tracer:
                 return
             if decision.action is Action.REDIRECT and decision.to is not None:
                 rewrites.append((header, pack_inet(addr.family, *decision.to)))
+            elif addr.is_inet:
+                rewrites.append((header, raw))  # a private copy of what was checked
         scratch = regs.rsp - RED_ZONE
         for header, new in rewrites:
             scratch = (scratch - len(new)) & ~0xF
@@ -295,8 +317,7 @@ class Tracer:
                 (length,) = struct.unpack("=I", self._read(pid, pending.len_ptr, 4))
                 source = parse_sockaddr(self._read(pid, pending.addr_ptr, min(length, 28)))
                 if source.is_inet and (source.ip, source.port) == pending.stub:
-                    original = pack_inet(source.family, pending.original.ip,
-                                         pending.original.port)
+                    original = pack_inet(source.family, pending.original.ip, pending.original.port)
                     self._write(pid, pending.addr_ptr, original[:length])
         pt.ptrace_cont(pid, 0)
 
@@ -310,8 +331,12 @@ class Tracer:
         if not decision.report:
             return
         event: dict[str, Any] = {
-            "event": "net", "pid": pid, "call": call, "dest": addr.endpoint(),
-            "action": decision.action.value, "reason": decision.reason,
+            "event": "net",
+            "pid": pid,
+            "call": call,
+            "dest": addr.endpoint(),
+            "action": decision.action.value,
+            "reason": decision.reason,
             "t": time.monotonic_ns(),
         }
         if decision.host:

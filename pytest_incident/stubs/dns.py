@@ -7,12 +7,13 @@
 # recording does not know.
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dnslib import QTYPE, RCODE, RR, A, DNSRecord  # type: ignore[import-untyped]
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 TTL = 5
 
@@ -28,7 +29,7 @@ def answer(query: bytes, table: Mapping[str, str]) -> tuple[bytes, DnsLookup | N
     """The reply to one DNS query, and what it asked for (None if unparseable)."""
     try:
         request = DNSRecord.parse(query)
-    except Exception:  # noqa: BLE001 - dnslib raises several types for bad packets
+    except Exception:
         return b"", None
     reply = request.reply()
     if not request.questions:
@@ -81,9 +82,7 @@ class DnsStub:
 
     def close(self) -> None:
         # shutdown() wakes the thread blocked in recvfrom; close() alone may not.
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._sock.close()
         self._thread.join(timeout=2)

@@ -7,6 +7,7 @@
 # honoured, so a client's connection pool works as in production.
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ class HttpStub:
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(
-            target=self._accept, name=f"incident-http-{endpoint.host}", daemon=True)
+            target=self._accept, name=f"incident-http-{endpoint.host}", daemon=True
+        )
         self._thread.start()
 
     def _accept(self) -> None:
@@ -108,14 +110,14 @@ class HttpStub:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
             return False
         if reply.call is None:
-            status, headers, payload = 502, [("content-type", "text/plain")], \
-                reply.refusal.encode()
+            status, headers, payload = 502, [("content-type", "text/plain")], reply.refusal.encode()
         else:
             if reply.delay_s and self.book.closed.wait(reply.delay_s):
                 return False  # the item ended while we were waiting
             status = reply.call.status or 200
-            headers = [(k, v) for k, v in reply.call.response_headers
-                       if k.lower() not in HOP_BY_HOP]
+            headers = [
+                (k, v) for k, v in reply.call.response_headers if k.lower() not in HOP_BY_HOP
+            ]
             payload = reply.call.response_body
         headers.append(("content-length", str(len(payload))))
         conn.sendall(h.send(h11.Response(status_code=status, headers=headers)) or b"")
@@ -134,16 +136,12 @@ class HttpStub:
 
     def close(self) -> None:
         self.book.closed.set()
-        try:
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # shutdown wakes the thread blocked in accept
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self._lock:
             conns = list(self._conns)
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self._thread.join(timeout=2)
