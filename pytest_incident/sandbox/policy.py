@@ -96,7 +96,7 @@ class SandboxPolicy:
         if host:
             return Decision(
                 Action.REFUSE,
-                f"recorded host {host} has no recording for port {port}",
+                f"recorded host {host} has no stub for port {port} (HTTP stubs only so far)",
                 errno=refused,
                 host=host,
             )
