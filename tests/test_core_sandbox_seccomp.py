@@ -12,6 +12,7 @@ from pytest_incident.sandbox.seccomp import (
     AUDIT_ARCH_X86_64,
     JEQ_K,
     JGE_K,
+    JSET_K,
     LD_W_ABS,
     NR,
     RET_K,
@@ -64,6 +65,8 @@ def run(program: bytes, data: bytes) -> int:
             pc += 1 + (jt if a == k else jf)
         elif code == JGE_K:
             pc += 1 + (jt if a >= k else jf)
+        elif code == JSET_K:
+            pc += 1 + (jt if a & k else jf)
         elif code == AND_K:
             a &= k
             pc += 1
@@ -84,7 +87,7 @@ def test_program_shape(program: bytes) -> None:
     assert 0 < len(insns) <= BPF_MAXINSNS
     assert insns[-1][0] == RET_K
     for pc, (code, jt, jf, _k) in enumerate(insns):
-        assert code in (LD_W_ABS, JEQ_K, JGE_K, AND_K, RET_K)
+        assert code in (LD_W_ABS, JEQ_K, JGE_K, JSET_K, AND_K, RET_K)
         if code & 0x07 == BPF_JMP_CLASS:
             assert pc + 1 + jt < len(insns), f"jt out of range at {pc}"
             assert pc + 1 + jf < len(insns), f"jf out of range at {pc}"
@@ -201,3 +204,25 @@ def test_assemble_rejects_a_jump_beyond_255() -> None:
     program = [Insn(JEQ_K, 0, "far", 0), *[Insn(RET_K, 0)] * 256, Insn(RET_K, 1, label="far")]
     with pytest.raises(ValueError, match="within 255"):
         assemble(program)
+
+
+CLONE_UNTRACED = 0x00800000
+CLONE_THREAD_FLAGS = 0x003D0F00  # what glibc passes for pthread_create
+SIGCHLD = 17
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (SIGCHLD, ALLOW),  # fork()
+        (CLONE_THREAD_FLAGS, ALLOW),
+        (CLONE_UNTRACED | SIGCHLD, EPERM),
+        (CLONE_UNTRACED | CLONE_THREAD_FLAGS, EPERM),
+    ],
+)
+def test_clone_is_allowed_unless_untraced(program: bytes, flags: int, expected: int) -> None:
+    assert run(program, seccomp_data(NR["clone"], flags, 0, 0)) == expected
+
+
+def test_clone3_answers_enosys_so_glibc_falls_back_to_clone(program: bytes) -> None:
+    assert run(program, seccomp_data(NR["clone3"], 0x7FFE0000, 88)) == ENOSYS

@@ -44,29 +44,23 @@ def assert_no_connection(sock: socket.socket) -> None:
         sock.accept()
 
 
+def tracer_argv(tmp_path: Path, policy: SandboxPolicy, code: str) -> list[str]:
+    """The tracer running `python -c code` under `policy`, logging to tmp_path/events.jsonl."""
+    (tmp_path / "policy.json").write_text(policy.to_json())
+    return [
+        sys.executable, "-m", "pytest_incident.sandbox.tracer",
+        "--policy", str(tmp_path / "policy.json"),
+        "--events", str(tmp_path / "events.jsonl"),
+        "--", sys.executable, "-c", textwrap.dedent(code),
+    ]  # fmt: skip
+
+
 def run_traced(
     tmp_path: Path, policy: SandboxPolicy, code: str, timeout: float = 30
 ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, object]]]:
-    (tmp_path / "policy.json").write_text(policy.to_json())
+    argv = tracer_argv(tmp_path, policy, code)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     events = tmp_path / "events.jsonl"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest_incident.sandbox.tracer",
-            "--policy",
-            str(tmp_path / "policy.json"),
-            "--events",
-            str(events),
-            "--",
-            sys.executable,
-            "-c",
-            textwrap.dedent(code),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
     lines = events.read_text().splitlines() if events.exists() else []
     return proc, [json.loads(line) for line in lines]
 
@@ -295,25 +289,10 @@ def test_nothing_outlives_the_target(tmp_path: Path) -> None:
 def test_stopping_or_killing_the_tracer_ends_every_tracee(tmp_path: Path) -> None:
     for how in (signal.SIGTERM, signal.SIGKILL):
         pidfile = tmp_path / f"target-{how.name}.pid"
-        (tmp_path / "policy.json").write_text(SandboxPolicy().to_json())
         code = (
             f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)"
         )
-        tracer = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pytest_incident.sandbox.tracer",
-                "--policy",
-                str(tmp_path / "policy.json"),
-                "--events",
-                str(tmp_path / "e.jsonl"),
-                "--",
-                sys.executable,
-                "-c",
-                code,
-            ]
-        )
+        tracer = subprocess.Popen(tracer_argv(tmp_path, SandboxPolicy(), code))
         try:
             deadline = time.monotonic() + 10
             while not (pidfile.exists() and pidfile.read_text()):
@@ -326,3 +305,23 @@ def test_stopping_or_killing_the_tracer_ends_every_tracee(tmp_path: Path) -> Non
         finally:
             tracer.kill()
             tracer.wait()
+
+
+def test_untraced_clones_are_denied_and_clone3_falls_back(tmp_path: Path) -> None:
+    proc, _ = run_traced(
+        tmp_path,
+        SandboxPolicy(),
+        """
+        import ctypes, errno, os, signal, threading
+        libc = ctypes.CDLL(None, use_errno=True)
+        CLONE_UNTRACED = 0x00800000
+        # clone(flags=CLONE_UNTRACED|SIGCHLD, stack=0): a fork the tracer would not see
+        pid = libc.syscall(56, CLONE_UNTRACED | signal.SIGCHLD, 0, 0, 0, 0)
+        if pid == 0:
+            os._exit(0)
+        print(pid, errno.errorcode[ctypes.get_errno()])
+        print(libc.syscall(435, 0, 0), errno.errorcode[ctypes.get_errno()])  # clone3
+        t = threading.Thread(target=lambda: print("thread ran")); t.start(); t.join()
+        """,
+    )
+    assert proc.stdout.split("\n")[:3] == ["-1 EPERM", "-1 ENOSYS", "thread ran"], proc.stderr

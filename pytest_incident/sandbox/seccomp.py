@@ -3,9 +3,11 @@
 # Strategy: everything runs natively except the calls that can name a network destination
 # (connect; sendto/sendmsg/sendmmsg with an address; recvfrom that asks for the sender), which
 # return SECCOMP_RET_TRACE. Calls that could bypass the tracer are denied outright in BPF:
-# non-x86_64 ABIs (int 0x80, x32), raw and packet sockets, io_uring. With no tracer attached a
-# RET_TRACE call fails with ENOSYS, so the sandbox fails closed. `build_program` is pure (it
-# returns the filter bytes); `install` is the only function that touches the process.
+# non-x86_64 ABIs (int 0x80, x32), raw and packet sockets, io_uring, clone(CLONE_UNTRACED);
+# clone3 answers ENOSYS (its flags sit behind a pointer BPF cannot read) and glibc falls
+# back to clone. With no tracer attached a RET_TRACE call fails with ENOSYS, so the sandbox
+# fails closed. `build_program` is pure (it returns the filter bytes); `install` is the only
+# function that touches the process.
 from __future__ import annotations
 
 import ctypes
@@ -18,10 +20,13 @@ from dataclasses import dataclass
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 X32_SYSCALL_BIT = 0x40000000
+CLONE_UNTRACED = 0x00800000
 
 # x86_64 syscall numbers
 NR = {
     "socket": 41,
+    "clone": 56,
+    "clone3": 435,
     "connect": 42,
     "sendto": 44,
     "recvfrom": 45,
@@ -42,6 +47,7 @@ RET_ERRNO = 0x00050000
 LD_W_ABS = 0x20
 JEQ_K = 0x15
 JGE_K = 0x35
+JSET_K = 0x45
 AND_K = 0x54
 RET_K = 0x06
 
@@ -99,6 +105,8 @@ def build_program() -> bytes:
         Insn(JEQ_K, NR["sendto"], "addr_arg4", 0),
         Insn(JEQ_K, NR["recvfrom"], "addr_arg4", 0),
         Insn(JEQ_K, NR["socket"], "socket", 0),
+        Insn(JEQ_K, NR["clone"], "clone", 0),
+        Insn(JEQ_K, NR["clone3"], "enosys", 0),  # flags unreadable in BPF; glibc falls back
         Insn(JEQ_K, NR["io_uring_setup"], "enosys", 0),
         Insn(JEQ_K, NR["io_uring_enter"], "enosys", 0),
         Insn(JEQ_K, NR["io_uring_register"], "enosys", 0),
@@ -117,6 +125,9 @@ def build_program() -> bytes:
         Insn(AND_K, 0xF),
         Insn(JEQ_K, SOCK_RAW, "eperm", 0),
         Insn(JEQ_K, SOCK_PACKET, "eperm", "allow_end"),
+        # clone(): CLONE_UNTRACED would start a process the tracer never sees
+        _label("clone", Insn(LD_W_ABS, _arg_low(0))),
+        Insn(JSET_K, CLONE_UNTRACED, "eperm", "allow_end"),
         _label("trace", Insn(RET_K, RET_TRAP_TRACE)),
         _label("allow_end", Insn(RET_K, RET_ALLOW)),  # BPF jumps only forward
         _label("eperm", Insn(RET_K, RET_ERRNO | errno.EPERM)),
