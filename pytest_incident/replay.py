@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .book import ReplayBook, UnmatchedAction
 from .effects import Effect, Outcome
@@ -178,14 +179,34 @@ class IncidentReplay:
         return Launch(argv, env, config.cwd, port, config.ready_timeout_s)
 
     def unsandboxed_env(self, env: Mapping[str, str]) -> dict[str, str]:
-        """Benchmarks only: point URLs in the env at the stubs directly (no DNS, no tracer)."""
+        """Benchmarks only: point URLs in the env at the stubs directly (no DNS, no tracer).
+
+        Exact scheme/host/port matches only; refuses to run bare when a recorded endpoint is
+        not reachable that way, since a bare target would then contact the real host.
+        """
+        stubs = {(e.scheme, e.host, e.port): stub for e, stub in self.stubs.items()}
         rewritten: dict[str, str] = {}
+        reached: set[tuple[str, str, int]] = set()
         for key, value in env.items():
-            for endpoint, stub in self.stubs.items():
-                origin = f"{endpoint.scheme}://{endpoint.host}"
-                if value.startswith(origin):
-                    stub_origin = f"http://{stub.address[0]}:{stub.address[1]}"
-                    rewritten[key] = stub_origin + value[len(origin) :]
+            parts = urlsplit(value)
+            if not parts.scheme or not parts.hostname:
+                continue
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            where = (parts.scheme, parts.hostname.lower(), port)
+            stub = stubs.get(where)
+            if stub is not None:
+                rewritten[key] = parts._replace(
+                    netloc=f"{stub.address[0]}:{stub.address[1]}"
+                ).geturl()
+                reached.add(where)
+        missing = sorted(set(stubs) - reached) + sorted(
+            (e.scheme, e.host, e.port) for e in self.endpoints if e.scheme != "http"
+        )
+        if missing:
+            raise ReplayConfigError(
+                "unsandboxed replay needs every recorded endpoint named by an http:// URL in "
+                f"target.env; not reachable that way: {missing}"
+            )
         return rewritten
 
     def close(self) -> None:

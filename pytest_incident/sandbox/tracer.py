@@ -93,6 +93,7 @@ class Tracer:
         self.seen_stop: set[int] = set()  # pids whose initial SIGSTOP was swallowed
         self.tgid: dict[int, int] = {}
         self.pidfds: dict[int, int] = {}
+        self.mem: dict[int, int] = {}  # pid -> open /proc/PID/mem (reopened after exec)
         self.redirected_dgram: dict[tuple[int, int], tuple[SockAddr, tuple[str, int]]] = {}
         self.pending: dict[int, PendingRecv] = {}
         self.main_pid = 0
@@ -172,6 +173,10 @@ class Tracer:
                 self._kill(child)
             pt.ptrace_cont(pid, 0)
         elif sig == signal.SIGTRAP and event == PTRACE_EVENT_EXEC:
+            self._close_mem(pid)  # a new address space
+            former = pt.ptrace_geteventmsg(pid)  # a non-leader thread took over the pid
+            if former != pid:
+                self._forget(former)
             pt.ptrace_cont(pid, 0)
         elif sig == signal.SIGSTOP and pid not in self.seen_stop:
             self.seen_stop.add(pid)  # a new tracee's first stop; may precede the clone event
@@ -180,6 +185,7 @@ class Tracer:
             pt.ptrace_cont(pid, sig)  # an ordinary signal: deliver it
 
     def _forget(self, pid: int) -> None:
+        self._close_mem(pid)
         self.tracees.discard(pid)
         self.seen_stop.discard(pid)
         self.pending.pop(pid, None)
@@ -246,7 +252,7 @@ class Tracer:
             return
         raw = self._read(pid, ptr, min(length, MAX_SOCKADDR))
         addr = parse_sockaddr(raw)
-        sock_type = self._sock_type(pid, fd)
+        sock_type = self._sock_type(pid, fd) if addr.is_inet else socket.SOCK_STREAM
         decision = self.policy.decide(sock_type, addr, datagram_send=call != "connect")
         self._log(pid, call, addr, decision)
         if decision.action is Action.REFUSE:
@@ -347,19 +353,22 @@ class Tracer:
 
     # -- tracee memory and descriptors -------------------------------------------------
 
-    def _read(self, pid: int, address: int, size: int) -> bytes:
-        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
-        try:
-            return os.pread(fd, size, address)
-        finally:
+    def _mem(self, pid: int) -> int:
+        fd = self.mem.get(pid)
+        if fd is None:
+            fd = self.mem[pid] = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        return fd
+
+    def _close_mem(self, pid: int) -> None:
+        fd = self.mem.pop(pid, None)
+        if fd is not None:
             os.close(fd)
 
+    def _read(self, pid: int, address: int, size: int) -> bytes:
+        return os.pread(self._mem(pid), size, address)
+
     def _write(self, pid: int, address: int, data: bytes) -> None:
-        fd = os.open(f"/proc/{pid}/mem", os.O_WRONLY)
-        try:
-            os.pwrite(fd, data, address)
-        finally:
-            os.close(fd)
+        os.pwrite(self._mem(pid), data, address)
 
     def _tgid(self, pid: int) -> int:
         tgid = self.tgid.get(pid)
@@ -379,17 +388,20 @@ class Tracer:
             pidfd = self.pidfds.get(tgid)
             if pidfd is None:
                 pidfd = self.pidfds[tgid] = os.pidfd_open(tgid)
-            copy = self.libc.syscall(SYS_PIDFD_GETFD, pidfd, int(fd), 0)
-            if copy < 0:
-                return socket.SOCK_STREAM
-            try:
-                raw = socket.socket(fileno=os.dup(copy))
-            finally:
-                os.close(copy)
-            with raw:
-                return int(raw.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE))
         except OSError:
             return socket.SOCK_STREAM
+        copy = self.libc.syscall(SYS_PIDFD_GETFD, pidfd, int(fd), 0)
+        if copy < 0:
+            return socket.SOCK_STREAM
+        try:
+            value = ctypes.c_int(socket.SOCK_STREAM)
+            size = ctypes.c_uint32(ctypes.sizeof(value))
+            self.libc.getsockopt(
+                copy, socket.SOL_SOCKET, socket.SO_TYPE, ctypes.byref(value), ctypes.byref(size)
+            )
+            return value.value
+        finally:
+            os.close(copy)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
