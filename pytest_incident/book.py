@@ -25,6 +25,7 @@ class Reply:
     hold: bool = False  # recorded as a timeout: never answer
     refusal: str = ""  # unmatched: the explanation (sent as a 502 body for ERROR)
     drop: bool = False  # unmatched with BLOCK: close without answering
+    done: threading.Event | None = None  # set when the item that asked has ended
 
 
 class ReplayBook:
@@ -41,14 +42,19 @@ class ReplayBook:
         self._calls: tuple[OutboundCall, ...] = ()
         self._used: set[int] = set()
         self._effects: list[Effect] = []
-        self.closed = threading.Event()  # set between items: stubs stop waiting
+        self._done = threading.Event()  # the current item's; a new one for each item
 
     def begin(self, calls: Sequence[OutboundCall]) -> None:
         with self._lock:
             self._calls = tuple(calls)
             self._used = set()
             self._effects = []
-        self.closed.clear()
+            self._done = threading.Event()
+
+    @property
+    def closed(self) -> threading.Event:
+        """Set once the current item has ended: stubs stop delaying and holding for it."""
+        return self._done
 
     def add(self, effect: Effect) -> None:
         with self._lock:
@@ -69,11 +75,11 @@ class ReplayBook:
                             f"recorded #{call.order} timed out: never answered",
                         )
                     )
-                    return Reply(call, hold=True)
+                    return Reply(call, hold=True, done=self._done)
                 self._effects.append(
                     Effect(Outcome.SERVED, what, f"-> {call.status} (recorded #{call.order})")
                 )
-                return Reply(call, delay_s=delay)
+                return Reply(call, delay_s=delay, done=self._done)
             candidates = nearest(live, self._calls, self._used, self.match_on)
         if candidates:
             detail = "nearest recorded calls:\n" + "\n".join(
@@ -86,6 +92,6 @@ class ReplayBook:
         return Reply(None, refusal=text, drop=self.unmatched is UnmatchedAction.BLOCK)
 
     def end(self) -> list[Effect]:
-        self.closed.set()
+        self._done.set()
         with self._lock:
             return list(self._effects)

@@ -200,7 +200,6 @@ class IncidentFile(pytest.File):
 
     spec: IncidentSpec
     replay: IncidentReplay | None = None
-    start_error: Exception | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def collect(self) -> Iterator[pytest.Item]:
@@ -238,25 +237,19 @@ class IncidentFile(pytest.File):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
 
-    def setup(self) -> None:
+    def replay_environment(self) -> IncidentReplay:
+        """The file's stubs and target, built by its first item (after that item's fixtures,
+        so a fixture can prepare what the target needs) and reused by the others."""
         from .book import UnmatchedAction
-        from .replay import (
-            IncidentReplay,
-            ReplayConfigError,
-            ReplayOptions,
-            TargetConfig,
-            TargetError,
-        )
+        from .replay import IncidentReplay, ReplayOptions, TargetConfig
         from .spec import OutboundMode
 
-        spec = self.spec
-        state = self.config.stash[state_key]
-        target = spec.target
-        requests = [i.request for i in self.collect_items()]
-        self._tmp = tempfile.TemporaryDirectory(prefix=f"incident-{spec.name}-")
-        try:
+        if self.replay is None:
+            spec = self.spec
+            target = spec.target
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"incident-{spec.name}-")
             self.replay = IncidentReplay(
-                requests=requests,
+                requests=[i.request for i in self.collect_items()],
                 target=TargetConfig(
                     wsgi=target.wsgi,
                     command=target.command,
@@ -269,19 +262,14 @@ class IncidentFile(pytest.File):
                 outbound_stub=spec.sandbox.outbound is OutboundMode.STUB,
                 unmatched=UnmatchedAction(spec.sandbox.unmatched.value),
                 workdir=Path(self._tmp.name),
-                options=ReplayOptions(speed=state.speed),
+                options=ReplayOptions(speed=self.config.stash[state_key].speed),
             )
-            self.replay.start()
-        except (TargetError, ReplayConfigError) as exc:
-            # Reported by each item's call phase, where repr_failure formats it (pytest
-            # renders setup errors as plain tracebacks).
-            self.start_error = exc
+        return self.replay
 
     def collect_items(self) -> list[IncidentItem]:
         return [i for i in self.session.items if isinstance(i, IncidentItem) and i.parent is self]
 
     def teardown(self) -> None:
-        self.start_error = None
         if self.replay is not None:
             self.replay.close()
             self.replay = None
@@ -330,11 +318,7 @@ class IncidentItem(pytest.Function):
 
         parent = self.incident_file
         spec = parent.spec
-        if parent.start_error is not None:
-            raise parent.start_error
-        if parent.replay is None:
-            raise RuntimeError("the incident's replay environment is not running")
-        result = parent.replay.replay(self.request)
+        result = parent.replay_environment().replay(self.request)
         verdict = judge(
             self.request,
             result.status,

@@ -24,6 +24,7 @@ from .sandbox.sockaddr import split_endpoint
 from .spans import OutboundCall, RecordedRequest
 from .stubs.dns import DnsStub
 from .stubs.http import Endpoint, HttpStub
+from .stubs.sink import DatagramSink
 from .target import Launch, TargetError, TargetProcess, describe_exit, free_port
 
 MAPPED_NET = ipaddress.IPv4Address("127.77.0.0")
@@ -118,22 +119,30 @@ class IncidentReplay:
         self.endpoints = endpoints_of(calls) if outbound_stub else []
         self.stubs: dict[Endpoint, HttpStub] = {}
         self.dns: DnsStub | None = None
+        self.sink: DatagramSink | None = None
         self.process: TargetProcess | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the stubs (once) and the target (again if it is not running)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            for endpoint in self.endpoints:
-                if endpoint.scheme != "http":
-                    continue  # HTTPS stubs arrive with their CA; until then: refused
-                self.stubs[endpoint] = HttpStub(endpoint, self.book)
-            self.dns = DnsStub(self.addresses)
-            self.process = TargetProcess(self._launch(), self._policy(), self.workdir)
-            self.process.start()
+            if self.dns is None:
+                for endpoint in self.endpoints:
+                    if endpoint.scheme != "http":
+                        continue  # HTTPS stubs arrive with their CA; until then: refused
+                    self.stubs[endpoint] = HttpStub(endpoint, self.book)
+                self.dns = DnsStub(self.addresses)
+                self.sink = DatagramSink()
+            if self.process is None:
+                self.process = TargetProcess(self._launch(), self._policy(), self.workdir)
+            if not self.process.alive():
+                self.process.stop()
+                self.process.start()
         except BaseException:
-            self.close()
+            if self.process is not None:
+                self.process.stop()
             raise
 
     def _policy(self) -> SandboxPolicy | None:
@@ -147,6 +156,7 @@ class IncidentReplay:
             redirects=redirects,
             allow=self.allow,
             dns=self.dns.address,
+            sink=self.sink.address if self.sink else None,
             hostnames={ip: host for host, ip in self.addresses.items()},
         )
 
@@ -218,15 +228,16 @@ class IncidentReplay:
         if self.dns is not None:
             self.dns.close()
             self.dns = None
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
 
     # -- one request -------------------------------------------------------------------
 
     def replay(self, request: RecordedRequest) -> ReplayResult:
+        self.start()  # TargetError propagates: the item reports it
         process = self.process
-        assert process is not None, "start() first"
-        if not process.alive():
-            process.stop()
-            process.start()  # TargetError propagates: the item reports it
+        assert process is not None
         if self.dns is not None:
             self.dns.take_lookups()
         process.read_events()  # drop whatever belongs to earlier items
@@ -273,8 +284,13 @@ class IncidentReplay:
                 continue
             dest = event["dest"]
             what = f"{event['call']} {dest}" + (f" ({event['host']})" if "host" in event else "")
-            outcome = Outcome.BLOCKED if event["action"] == "refuse" else Outcome.ALLOWED
+            outcome = Outcome.ALLOWED if event["action"] == "allow" else Outcome.BLOCKED
             effects.append(Effect(outcome, what, event.get("reason", "")))
+        dropped = self.sink.take_count() if self.sink is not None else 0
+        if dropped:
+            effects.append(
+                Effect(Outcome.BLOCKED, f"{dropped} datagram(s)", "dropped by the sandbox's sink")
+            )
         if self.dns is not None:
             unknown = sorted(
                 {lookup.name for lookup in self.dns.take_lookups() if not lookup.known}

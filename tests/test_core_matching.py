@@ -273,3 +273,15 @@ def test_begin_resets_for_the_next_request() -> None:
     assert not book.closed.is_set()
     assert book.serve(live("GET", "/a")).call is not None  # "used" was reset
     assert len(book.end()) == 1
+
+
+def test_a_held_call_is_released_when_its_own_item_ends() -> None:
+    """The next item's begin() must not revive the previous item's hold."""
+    book = ReplayBook()
+    book.begin([call(0, "POST", f"{API}/v1/charges", status=None, error="timeout")])
+    reply = book.serve(live("POST", "/v1/charges"))
+    assert reply.done is not None and not reply.done.is_set()
+    book.end()
+    book.begin([])  # the next item starts at once
+    assert reply.done.is_set()
+    assert not book.closed.is_set()

@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from pytest_incident.sandbox.policy import Action, Decision, SandboxPolicy
+from pytest_incident.sandbox.policy import Action, Decision, SandboxPolicy, Socket
 from pytest_incident.sandbox.sockaddr import (
     AF_INET,
     AF_INET6,
@@ -28,16 +28,26 @@ MAPPED = "127.0.10.1"  # where the DNS stub resolves api.payments.example
 STUB = ("127.0.0.1", 40001)
 DNS_STUB = ("127.0.0.1", 40053)
 DB = ("127.0.0.1", 5432)
+SINK = ("127.0.0.1", 40999)
 FAR_NAMESERVER = "10.255.255.53"  # never contacted: a value only
 
 
-def policy(*, dns: tuple[str, int] | None = DNS_STUB) -> SandboxPolicy:
+def policy(
+    *, dns: tuple[str, int] | None = DNS_STUB, sink: tuple[str, int] | None = SINK
+) -> SandboxPolicy:
     return SandboxPolicy(
         redirects={(MAPPED, 443): STUB},
         allow=frozenset({DB, ("::1", 6379)}),
         dns=dns,
+        sink=sink,
         hostnames={MAPPED: "api.payments.example"},
     )
+
+
+def decide(p: SandboxPolicy, sock_type: int, addr: SockAddr, *, send: bool = False) -> Decision:
+    """Decide for an internet socket of the address's own family."""
+    domain = AF_INET6 if addr.family == AF_INET6 else AF_INET
+    return p.decide(Socket(domain, sock_type), addr, send=send)
 
 
 def v4(ip: str, port: int) -> SockAddr:
@@ -48,43 +58,59 @@ def v6(ip: str, port: int) -> SockAddr:
     return SockAddr(AF_INET6, ip, port)
 
 
-@pytest.mark.parametrize(
-    "addr",
-    [
-        SockAddr(AF_UNIX, "/run/postgresql/.s.PGSQL.5432"),
-        SockAddr(AF_NETLINK),
-        SockAddr(AF_UNSPEC),
-    ],
-)
-@pytest.mark.parametrize("sock_type", [STREAM, DGRAM])
-def test_local_families_pass_silently(addr: SockAddr, sock_type: int) -> None:
-    decision = policy().decide(sock_type, addr)
+@pytest.mark.parametrize("domain", [AF_UNIX, AF_NETLINK])
+@pytest.mark.parametrize("send", [False, True])
+def test_local_sockets_pass_silently(domain: int, send: bool) -> None:
+    for addr in (SockAddr(AF_UNIX, "/run/postgresql/.s.PGSQL.5432"), SockAddr(AF_NETLINK)):
+        decision = policy().decide(Socket(domain, STREAM), addr, send=send)
+        assert decision.action is Action.ALLOW
+        assert decision.report is False
+
+
+@pytest.mark.parametrize("domain", [AF_INET, AF_INET6])
+def test_unspecified_address_may_dissolve_a_connect(domain: int) -> None:
+    decision = policy().decide(Socket(domain, DGRAM), SockAddr(AF_UNSPEC), send=False)
     assert decision.action is Action.ALLOW
     assert decision.report is False
 
 
-def test_other_families_are_refused() -> None:
-    decision = policy().decide(STREAM, SockAddr(17))  # AF_PACKET
+@pytest.mark.parametrize("domain", [AF_INET, AF_INET6])
+def test_unspecified_address_on_an_internet_send_is_refused(domain: int) -> None:
+    # udp_sendmsg reads an AF_UNSPEC address as IPv4: it must not pass unchecked
+    decision = policy().decide(Socket(domain, DGRAM), SockAddr(AF_UNSPEC), send=True)
+    assert decision.action is Action.REFUSE
+    assert decision.errno == errno.EAFNOSUPPORT
+
+
+def test_other_address_families_on_internet_sockets_are_refused() -> None:
+    decision = policy().decide(Socket(AF_INET, STREAM), SockAddr(17))  # AF_PACKET
+    assert decision.action is Action.REFUSE
+    assert decision.errno == errno.EAFNOSUPPORT
+
+
+@pytest.mark.parametrize("domain", [17, 40, 44])  # AF_PACKET, AF_VSOCK, AF_XDP
+def test_other_socket_families_are_refused(domain: int) -> None:
+    decision = policy().decide(Socket(domain, DGRAM), v4("127.0.0.1", 9))
     assert decision.action is Action.REFUSE
     assert decision.errno == errno.EAFNOSUPPORT
 
 
 @pytest.mark.parametrize("send", [False, True])
 def test_dns_datagram_to_a_far_nameserver_goes_to_the_stub(send: bool) -> None:
-    decision = policy().decide(DGRAM, v4(FAR_NAMESERVER, 53), datagram_send=send)
+    decision = decide(policy(), DGRAM, v4(FAR_NAMESERVER, 53), send=send)
     assert decision.action is Action.REDIRECT
     assert decision.to == DNS_STUB
     assert decision.report is False
 
 
 def test_dns_datagram_to_a_v6_nameserver_goes_to_the_stub() -> None:
-    decision = policy().decide(DGRAM, v6("2001:db8::53", 53))
+    decision = decide(policy(), DGRAM, v6("2001:db8::53", 53))
     assert decision.action is Action.REDIRECT
     assert decision.to == DNS_STUB
 
 
 def test_dns_without_a_stub_is_refused() -> None:
-    decision = policy(dns=None).decide(DGRAM, v4(FAR_NAMESERVER, 53), datagram_send=True)
+    decision = decide(policy(dns=None), DGRAM, v4(FAR_NAMESERVER, 53), send=True)
     assert decision.action is Action.REFUSE
     assert decision.errno == errno.ECONNREFUSED
     assert "DNS" in decision.reason
@@ -92,13 +118,13 @@ def test_dns_without_a_stub_is_refused() -> None:
 
 
 def test_dns_over_tcp_to_a_far_nameserver_is_refused() -> None:
-    decision = policy().decide(STREAM, v4(FAR_NAMESERVER, 53))
+    decision = decide(policy(), STREAM, v4(FAR_NAMESERVER, 53))
     assert decision.action is Action.REFUSE
     assert decision.to is None
 
 
 def test_mapped_recorded_host_is_redirected_to_its_stub() -> None:
-    decision = policy().decide(STREAM, v4(MAPPED, 443))
+    decision = decide(policy(), STREAM, v4(MAPPED, 443))
     assert decision.action is Action.REDIRECT
     assert decision.to == STUB
     assert decision.host == "api.payments.example"
@@ -106,7 +132,7 @@ def test_mapped_recorded_host_is_redirected_to_its_stub() -> None:
 
 
 def test_v4_mapped_v6_spelling_of_a_mapped_host_is_redirected() -> None:
-    decision = policy().decide(STREAM, v6(f"::ffff:{MAPPED}", 443))
+    decision = decide(policy(), STREAM, v6(f"::ffff:{MAPPED}", 443))
     assert decision.action is Action.REDIRECT
     assert decision.to == STUB
 
@@ -121,7 +147,7 @@ def test_v4_mapped_v6_spelling_of_a_mapped_host_is_redirected() -> None:
 def test_mapped_host_on_an_unrecorded_port_is_refused_naming_the_host(
     sock_type: int, send: bool, expected_errno: int
 ) -> None:
-    decision = policy().decide(sock_type, v4(MAPPED, 8080), datagram_send=send)
+    decision = decide(policy(), sock_type, v4(MAPPED, 8080), send=send)
     assert decision.action is Action.REFUSE
     assert decision.errno == expected_errno
     assert decision.host == "api.payments.example"
@@ -130,21 +156,21 @@ def test_mapped_host_on_an_unrecorded_port_is_refused_naming_the_host(
 
 
 def test_allowed_loopback_endpoint_passes() -> None:
-    decision = policy().decide(STREAM, v4(*DB))
+    decision = decide(policy(), STREAM, v4(*DB))
     assert decision == Decision(Action.ALLOW, "in sandbox.allow")
 
 
 def test_allowed_v6_loopback_endpoint_passes() -> None:
-    assert policy().decide(STREAM, v6("::1", 6379)).action is Action.ALLOW
+    assert decide(policy(), STREAM, v6("::1", 6379)).action is Action.ALLOW
 
 
 def test_v4_mapped_loopback_counts_as_the_v4_allow_entry() -> None:
-    decision = policy().decide(STREAM, v6("::ffff:127.0.0.1", 5432))
+    decision = decide(policy(), STREAM, v6("::ffff:127.0.0.1", 5432))
     assert decision.action is Action.ALLOW
 
 
 def test_allow_entry_matches_port_exactly() -> None:
-    decision = policy().decide(STREAM, v4("127.0.0.1", 5433))
+    decision = decide(policy(), STREAM, v4("127.0.0.1", 5433))
     assert decision.action is Action.REFUSE
     assert decision.errno == errno.ECONNREFUSED
     assert decision.reason == "not in sandbox.allow"
@@ -154,7 +180,7 @@ def test_allow_entry_matches_port_exactly() -> None:
     "addr", [v4("127.0.0.1", 6000), v4("127.9.9.9", 80), v6("::1", 80), v6("::ffff:127.0.0.1", 1)]
 )
 def test_loopback_stream_not_allowed_is_refused(addr: SockAddr) -> None:
-    decision = policy().decide(STREAM, addr)
+    decision = decide(policy(), STREAM, addr)
     assert decision.action is Action.REFUSE
     assert decision.errno == errno.ECONNREFUSED
     assert "not in sandbox.allow" in decision.reason
@@ -171,7 +197,7 @@ def test_loopback_stream_not_allowed_is_refused(addr: SockAddr) -> None:
     ],
 )
 def test_non_loopback_stream_is_refused(addr: SockAddr) -> None:
-    decision = policy().decide(STREAM, addr)
+    decision = decide(policy(), STREAM, addr)
     assert decision.action is Action.REFUSE
     assert decision.errno == errno.ECONNREFUSED
     assert "nothing leaves the machine" in decision.reason
@@ -179,21 +205,41 @@ def test_non_loopback_stream_is_refused(addr: SockAddr) -> None:
 
 
 def test_non_loopback_tcp_fast_open_send_is_refused() -> None:
-    decision = policy().decide(STREAM, v4("203.0.113.10", 443), datagram_send=True)
+    decision = decide(policy(), STREAM, v4("203.0.113.10", 443), send=True)
     assert decision.action is Action.REFUSE
 
 
-@pytest.mark.parametrize("addr", [v4("127.0.0.1", 9999), v6("::1", 9999), v4(MAPPED, 80)])
-def test_loopback_datagram_is_allowed_silently(addr: SockAddr) -> None:
-    decision = policy().decide(DGRAM, addr)
-    assert decision.action is Action.ALLOW
+@pytest.mark.parametrize("send", [False, True])
+@pytest.mark.parametrize("addr", [v4("127.0.0.1", 8125), v6("::1", 6831)])
+def test_loopback_datagram_not_allowed_goes_to_the_sink(addr: SockAddr, send: bool) -> None:
+    # a local agent (statsd, a tracing agent) would forward it off the machine
+    decision = decide(policy(), DGRAM, addr, send=send)
+    assert decision.action is Action.DISCARD
+    assert decision.to == SINK
+    assert decision.report is True
+
+
+def test_address_sorting_probe_of_a_mapped_host_is_not_reported() -> None:
+    decision = decide(policy(), DGRAM, v4(MAPPED, 80))
+    assert decision.action is Action.DISCARD
     assert decision.report is False
+    assert decision_when_sent(v4(MAPPED, 80)).report is True
+
+
+def decision_when_sent(addr: SockAddr) -> Decision:
+    return decide(policy(), DGRAM, addr, send=True)
+
+
+def test_loopback_datagram_without_a_sink_is_refused() -> None:
+    decision = decide(policy(sink=None), DGRAM, v4("127.0.0.1", 8125), send=True)
+    assert decision.action is Action.REFUSE
+    assert decision.errno == errno.ENETUNREACH
 
 
 @pytest.mark.parametrize("send", [False, True])
 @pytest.mark.parametrize("addr", [v4("203.0.113.10", 9999), v6("2001:db8::1", 123)])
 def test_non_loopback_datagram_is_refused_unreachable(addr: SockAddr, send: bool) -> None:
-    decision = policy().decide(DGRAM, addr, datagram_send=send)
+    decision = decide(policy(), DGRAM, addr, send=send)
     assert decision.action is Action.REFUSE
     assert decision.errno == errno.ENETUNREACH
     assert "nothing leaves the machine" in decision.reason
@@ -202,7 +248,7 @@ def test_non_loopback_datagram_is_refused_unreachable(addr: SockAddr, send: bool
 @pytest.mark.parametrize("family", [AF_INET, AF_INET6])
 @pytest.mark.parametrize("sock_type", [STREAM, DGRAM])
 def test_truncated_inet_address_is_refused_not_crashing(family: int, sock_type: int) -> None:
-    decision = policy().decide(sock_type, SockAddr(family), datagram_send=True)
+    decision = decide(policy(), sock_type, SockAddr(family), send=True)
     assert decision.action is Action.REFUSE
 
 
@@ -214,6 +260,7 @@ def test_truncated_inet_address_is_refused_not_crashing(family: int, sock_type: 
         {"allow": frozenset({("10.0.0.5", 5432)})},
         {"allow": frozenset({("2001:db8::1", 5432)})},
         {"dns": (FAR_NAMESERVER, 53)},
+        {"sink": (FAR_NAMESERVER, 9)},
     ],
 )
 def test_non_loopback_endpoints_are_rejected_at_construction(kwargs: dict[str, object]) -> None:
@@ -238,9 +285,10 @@ def test_json_round_trip() -> None:
     assert restored.redirects == {(MAPPED, 443): STUB}
     assert restored.allow == frozenset({DB, ("::1", 6379)})
     assert restored.dns == DNS_STUB
+    assert restored.sink == SINK
     assert restored.hostnames == {MAPPED: "api.payments.example"}
     # and it still decides the same way
-    assert restored.decide(STREAM, v4(MAPPED, 443)) == original.decide(STREAM, v4(MAPPED, 443))
+    assert decide(restored, STREAM, v4(MAPPED, 443)) == decide(original, STREAM, v4(MAPPED, 443))
 
 
 def test_json_round_trip_without_dns() -> None:

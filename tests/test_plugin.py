@@ -338,3 +338,38 @@ target: {wsgi: "broken_app:app", ready_timeout: 20s}
     assert "harness: cannot load the WSGI app broken_app:app" in output
     assert "harness.py" not in output  # only the user's frames
     assert "INTERNALERROR" not in output
+
+
+def test_target_starts_after_the_fixtures_it_needs(demo: pytest.Pytester) -> None:
+    demo.makepyfile(
+        needs_db="""
+import os, sys
+
+if not os.path.exists("db-ready"):
+    sys.exit("database not prepared")
+
+def app(environ, start_response):
+    start_response("200 OK", [("content-type", "text/plain")])
+    return [b"ok"]
+"""
+    )
+    demo.makeconftest(
+        """
+import pytest
+
+@pytest.fixture(scope="session")
+def db(request):
+    request.config.rootpath.joinpath("db-ready").write_text("yes")
+"""
+    )
+    write_incident(
+        demo,
+        "needs-db",
+        """
+select: {routes: ["GET /health"]}
+target: {wsgi: "needs_db:app"}
+usefixtures: [db]
+""",
+    )
+    result = demo.runpytest("--incident=needs-db")
+    result.assert_outcomes(passed=2)

@@ -325,3 +325,216 @@ def test_untraced_clones_are_denied_and_clone3_falls_back(tmp_path: Path) -> Non
         """,
     )
     assert proc.stdout.split("\n")[:3] == ["-1 EPERM", "-1 ENOSYS", "thread ran"], proc.stderr
+
+
+@pytest.fixture
+def udp_listener() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.3)
+    yield sock
+    sock.close()
+
+
+def assert_no_datagram(sock: socket.socket) -> None:
+    with pytest.raises(TimeoutError):
+        sock.recv(100)
+
+
+def test_unspecified_family_cannot_smuggle_a_datagram(
+    tmp_path: Path, udp_listener: socket.socket
+) -> None:
+    """udp_sendmsg reads an AF_UNSPEC address as IPv4; the policy must not wave it through."""
+    port = port_of(udp_listener)
+    proc, events = run_traced(
+        tmp_path,
+        SandboxPolicy(),
+        f"""
+        import ctypes, errno, socket, struct
+        libc = ctypes.CDLL(None, use_errno=True)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        addr = struct.pack("=H", socket.AF_UNSPEC) + struct.pack("!H4s8x", {port},
+                                                                  socket.inet_aton("127.0.0.1"))
+        sent = libc.sendto(s.fileno(), b"smuggled", 8, 0, addr, len(addr))
+        print(sent, errno.errorcode.get(ctypes.get_errno()))
+        """,
+    )
+    assert proc.stdout.strip() == "-1 EAFNOSUPPORT", proc.stderr
+    assert_no_datagram(udp_listener)
+    [event] = net_events(events)
+    assert event["action"] == "refuse"
+
+
+def test_source_routing_options_are_denied(tmp_path: Path) -> None:
+    proc, _ = run_traced(
+        tmp_path,
+        SandboxPolicy(),
+        """
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        lsrr = bytes([1, 131, 7, 4, 127, 0, 0, 2])  # NOP, LSRR via 127.0.0.2
+        for level, name, value in [(socket.IPPROTO_IP, 4, lsrr),  # IP_OPTIONS
+                                   (41, 57, b"\\0" * 8)]:          # IPV6_RTHDR
+            try:
+                (s if level == 0 else socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+                 ).setsockopt(level, name, value)
+                print("set")
+            except PermissionError:
+                print("denied")
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x10)  # ordinary options still work
+        print("tos ok")
+        """,
+    )
+    assert proc.stdout.split() == ["denied", "denied", "tos", "ok"], proc.stderr
+
+
+def test_control_messages_that_route_are_refused(
+    tmp_path: Path, udp_listener: socket.socket
+) -> None:
+    port = port_of(udp_listener)
+    policy = SandboxPolicy(allow=frozenset({("127.0.0.1", port)}))
+    proc, events = run_traced(
+        tmp_path,
+        policy,
+        f"""
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        lsrr = bytes([1, 131, 7, 4, 127, 0, 0, 2])
+        try:
+            s.sendmsg([b"routed"], [(socket.IPPROTO_IP, 7, lsrr)], 0, ("127.0.0.1", {port}))
+            print("sent")
+        except PermissionError:
+            print("refused")
+        s.sendmsg([b"plain"], [(socket.IPPROTO_IP, socket.IP_TOS, bytes(4))], 0,
+                  ("127.0.0.1", {port}))
+        """,
+    )
+    assert proc.stdout.strip() == "refused", proc.stderr
+    assert udp_listener.recv(100) == b"plain"  # the allowed one, with a harmless TOS
+    assert_no_datagram(udp_listener)
+    reasons = [e["reason"] for e in net_events(events) if e["action"] == "refuse"]
+    assert reasons == ["control message level 0 type 7 could change the destination"]
+
+
+def test_datagrams_to_loopback_ports_not_allowed_go_to_the_sink(
+    tmp_path: Path, udp_listener: socket.socket
+) -> None:
+    """A local agent (statsd, a tracing agent) would forward them off the machine."""
+    from pytest_incident.stubs.sink import DatagramSink
+
+    sink = DatagramSink()
+    try:
+        port = port_of(udp_listener)
+        proc, events = run_traced(
+            tmp_path,
+            SandboxPolicy(sink=sink.address),
+            f"""
+            import socket
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.sendto(b"signup.count:1|c", ("127.0.0.1", {port}))
+            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            c.connect(("127.0.0.1", {port}))
+            c.send(b"signup.latency:3|ms")
+            """,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert_no_datagram(udp_listener)
+        deadline = time.monotonic() + 2
+        while sink.take_count() == 0:
+            assert time.monotonic() < deadline, "the sink saw nothing"
+            time.sleep(0.01)
+        assert {(e["call"], e["action"]) for e in net_events(events)} == {
+            ("sendto", "discard"),
+            ("connect", "discard"),
+        }
+    finally:
+        sink.close()
+
+
+def test_ways_around_the_tracer_are_denied(tmp_path: Path) -> None:
+    proc, _ = run_traced(
+        tmp_path,
+        SandboxPolicy(),
+        """
+        import ctypes, errno, os, socket
+        libc = ctypes.CDLL(None, use_errno=True)
+        def outcome(result):
+            return "ok" if result >= 0 else errno.errorcode[ctypes.get_errno()]
+        # a seccomp filter with a user-space listener would answer before the tracer
+        fprog = ctypes.create_string_buffer(16)  # never read: the call is denied first
+        print(outcome(libc.syscall(317, 1, 8, fprog)))   # SECCOMP_SET_MODE_FILTER, NEW_LISTENER
+        print(outcome(libc.syscall(101, 16, os.getppid(), 0, 0)))  # PTRACE_ATTACH
+        for family in (40, 44, 17):  # AF_VSOCK, AF_XDP, AF_PACKET
+            try:
+                socket.socket(family, socket.SOCK_DGRAM)
+                print("created")
+            except PermissionError:
+                print("EPERM")
+        status = open("/proc/self/status").read()
+        bounding = int(status.split("CapBnd:")[1].split()[0], 16)
+        print("net_admin" if bounding & (1 << 12) else "no-net_admin",
+              "net_raw" if bounding & (1 << 13) else "no-net_raw")
+        """,
+    )
+    assert proc.stdout.split() == [
+        "EPERM", "EPERM", "EPERM", "EPERM", "EPERM", "no-net_admin", "no-net_raw"
+    ], proc.stderr  # fmt: skip
+
+
+def test_bad_pointer_fails_the_call_not_the_sandbox(tmp_path: Path) -> None:
+    proc, events = run_traced(
+        tmp_path,
+        SandboxPolicy(),
+        """
+        import ctypes, errno, socket, threading
+        libc = ctypes.CDLL(None, use_errno=True)
+        s = socket.socket()
+        print(libc.connect(s.fileno(), ctypes.c_void_p(1), 16),
+              errno.errorcode[ctypes.get_errno()])
+        t = threading.Thread(target=lambda: print("still running")); t.start(); t.join()
+        """,
+    )
+    assert proc.stdout.split("\n")[:2] == ["-1 EFAULT", "still running"], proc.stderr
+    assert events[-1]["event"] == "exit" and events[-1]["code"] == 0
+
+
+def test_message_headers_are_copied_not_rewritten(tmp_path: Path) -> None:
+    """sendmsg/sendmmsg see private copies; the caller's headers stay as they were."""
+    dns = DnsStub({"api.payments.example": "127.77.0.1"})
+    try:
+        proc, _ = run_traced(
+            tmp_path,
+            SandboxPolicy(dns=dns.address),
+            """
+            import ctypes, socket, struct
+            from dnslib import DNSRecord
+            libc = ctypes.CDLL(None, use_errno=True)
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(2)
+            query = bytes(DNSRecord.question("api.payments.example").pack())
+            name = ctypes.create_string_buffer(struct.pack("=H", socket.AF_INET)
+                                               + struct.pack("!H4s8x", 53,
+                                                             socket.inet_aton("127.0.0.53")))
+            data = ctypes.create_string_buffer(query, len(query))
+            iov = struct.pack("=QQ", ctypes.addressof(data), len(query))
+            iovbuf = ctypes.create_string_buffer(iov, len(iov))
+            hdr = struct.pack("=QI4xQQQQi4x", ctypes.addressof(name), 16,
+                              ctypes.addressof(iovbuf), 1, 0, 0, 0)
+            vec = ctypes.create_string_buffer(hdr + bytes(8) + hdr + bytes(8))
+            before = vec.raw
+            sent = libc.sendmmsg(s.fileno(), vec, 2, 0)
+            lens = [struct.unpack_from("=I", vec.raw, 56 + 64 * i)[0] for i in range(2)]
+            unchanged = all(vec.raw[64 * i:64 * i + 56] == before[64 * i:64 * i + 56]
+                            for i in range(2))
+            print(sent, lens == [len(query)] * 2, unchanged)
+            one = ctypes.create_string_buffer(hdr)
+            print(libc.sendmsg(s.fileno(), one, 0) == len(query), one.raw[:56] == hdr)
+            print(DNSRecord.parse(s.recv(512)).short())
+            """,
+        )
+        assert proc.stdout.split("\n")[:3] == ["2 True True", "True True", "127.77.0.1"], (
+            proc.stderr
+        )
+        assert {q.name for q in dns.take_lookups()} == {"api.payments.example"}
+    finally:
+        dns.close()

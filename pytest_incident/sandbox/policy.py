@@ -1,10 +1,13 @@
 # Connection policy: what the sandbox does with each outbound address a target uses.
 #
-# Pure decision logic (h11-style): the tracer hands in (syscall, socket type, address) and
-# gets a Decision back; no ptrace, no sockets. Invariants: a Decision never lets an internet
-# connection reach a non-loopback address (redirect targets and allowed endpoints are checked
-# to be loopback when the policy is built, and again here); local families (unix, netlink)
-# pass; everything not explicitly served or allowed is refused and reported.
+# Pure decision logic (h11-style): the tracer hands in (the socket's domain and type, the
+# address, connect or send) and gets a Decision back; no ptrace, no sockets. Invariants: a
+# Decision never lets an internet socket reach a non-loopback address (redirect targets and
+# allowed endpoints are checked to be loopback when the policy is built, and again here);
+# the kernel reads an AF_UNSPEC address on an internet socket's send as IPv4, so such sends
+# are refused; local sockets (unix, netlink) pass; datagrams to loopback ports not allowed go
+# to a sink that drops them (local agents such as statsd forward off the machine);
+# everything else not served or allowed is refused; all of it is reported.
 from __future__ import annotations
 
 import enum
@@ -24,15 +27,28 @@ DNS_PORT = 53
 
 class Action(enum.Enum):
     ALLOW = "allow"
-    REDIRECT = "redirect"
+    REDIRECT = "redirect"  # to a stub that answers from the recording
+    DISCARD = "discard"  # redirected to a sink that drops what it is sent
     REFUSE = "refuse"
+
+
+@dataclass(frozen=True)
+class Socket:
+    """What the tracer learnt about the descriptor (SO_DOMAIN, SO_TYPE)."""
+
+    domain: int
+    type: int
+
+    @property
+    def is_inet(self) -> bool:
+        return self.domain in (AF_INET, AF_INET6)
 
 
 @dataclass(frozen=True)
 class Decision:
     action: Action
     reason: str = ""
-    to: tuple[str, int] | None = None  # loopback endpoint for REDIRECT
+    to: tuple[str, int] | None = None  # loopback endpoint for REDIRECT and DISCARD
     errno: int = 0  # for REFUSE
     host: str = ""  # the recorded hostname behind a mapped address, when known
     report: bool = True  # whether the tracer should log this decision as an event
@@ -49,12 +65,12 @@ class SandboxPolicy:
     redirects: Mapping[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
     allow: frozenset[tuple[str, int]] = frozenset()
     dns: tuple[str, int] | None = None
+    sink: tuple[str, int] | None = None  # where datagrams that may not go anywhere are dropped
     hostnames: Mapping[str, str] = field(default_factory=dict)  # mapped ip -> hostname
 
     def __post_init__(self) -> None:
         endpoints = [*self.redirects.values(), *self.allow]
-        if self.dns:
-            endpoints.append(self.dns)
+        endpoints.extend(e for e in (self.dns, self.sink) if e)
         for ip, port in endpoints:
             if not _loopback(ip):
                 raise ValueError(
@@ -62,19 +78,30 @@ class SandboxPolicy:
                     "serves or passes loopback endpoints"
                 )
 
-    def decide(self, sock_type: int, addr: SockAddr, *, datagram_send: bool = False) -> Decision:
-        """Decide a connect(), or a sendto()/sendmsg() that names an address."""
-        if addr.family in (AF_UNIX, AF_UNSPEC, AF_NETLINK):
-            return Decision(Action.ALLOW, "local socket family", report=False)
-        if not addr.is_inet:
+    def decide(self, sock: Socket, addr: SockAddr, *, send: bool = False) -> Decision:
+        """Decide a connect() (send=False), or a sendto()/sendmsg() that names an address."""
+        if sock.domain in (AF_UNIX, AF_NETLINK):
+            return Decision(Action.ALLOW, "local socket", report=False)
+        if not sock.is_inet:
             return Decision(
                 Action.REFUSE,
-                f"address family {addr.family} is not allowed",
+                f"socket family {sock.domain} is not allowed",
                 errno=errno.EAFNOSUPPORT,
             )
+        if addr.family == AF_UNSPEC and not send:
+            return Decision(Action.ALLOW, "dissolves the association", report=False)
+        if not addr.is_inet or not addr.host:
+            return Decision(
+                Action.REFUSE,
+                f"address family {addr.family} on an internet socket",
+                errno=errno.EAFNOSUPPORT,
+            )
+        return self._decide_inet(sock, addr, send)
+
+    def _decide_inet(self, sock: Socket, addr: SockAddr, send: bool) -> Decision:
         ip, port = addr.ip, addr.port
         host = self.hostnames.get(ip, "")
-        dgram = sock_type == SOCK_DGRAM
+        dgram = sock.type == SOCK_DGRAM
         if dgram and port == DNS_PORT and (ip, port) not in self.allow:
             if self.dns is None:
                 return Decision(Action.REFUSE, "DNS is not served", errno=errno.ECONNREFUSED)
@@ -88,11 +115,17 @@ class SandboxPolicy:
             )
         if (ip, port) in self.allow and addr.is_loopback:
             return Decision(Action.ALLOW, "in sandbox.allow")
-        if dgram and addr.is_loopback:
-            # A loopback datagram socket cannot reach the outside; getaddrinfo's address
-            # sorting connects one to every candidate (mapped hosts included).
-            return Decision(Action.ALLOW, "loopback datagram", report=False)
-        refused = errno.ENETUNREACH if (dgram or datagram_send) else errno.ECONNREFUSED
+        if dgram and addr.is_loopback and self.sink is not None:
+            # Connecting a datagram socket sends nothing (getaddrinfo's address sorting does
+            # it for every candidate: those are not reported); what is sent goes to the sink.
+            return Decision(
+                Action.DISCARD,
+                "not in sandbox.allow: datagrams go to a sink",
+                to=self.sink,
+                host=host,
+                report=not host or send,
+            )
+        refused = errno.ENETUNREACH if (dgram or send) else errno.ECONNREFUSED
         if host:
             return Decision(
                 Action.REFUSE,
@@ -115,6 +148,7 @@ class SandboxPolicy:
                 ],
                 "allow": sorted([ip, port] for ip, port in self.allow),
                 "dns": list(self.dns) if self.dns else None,
+                "sink": list(self.sink) if self.sink else None,
                 "hostnames": dict(self.hostnames),
             }
         )
@@ -126,5 +160,6 @@ class SandboxPolicy:
             redirects={(r[0], int(r[1])): (r[2], int(r[3])) for r in data["redirects"]},
             allow=frozenset((a[0], int(a[1])) for a in data["allow"]),
             dns=(data["dns"][0], int(data["dns"][1])) if data["dns"] else None,
+            sink=(data["sink"][0], int(data["sink"][1])) if data.get("sink") else None,
             hostnames=data["hostnames"],
         )

@@ -3,11 +3,15 @@
 # Strategy: everything runs natively except the calls that can name a network destination
 # (connect; sendto/sendmsg/sendmmsg with an address; recvfrom that asks for the sender), which
 # return SECCOMP_RET_TRACE. Calls that could bypass the tracer are denied outright in BPF:
-# non-x86_64 ABIs (int 0x80, x32), raw and packet sockets, io_uring, clone(CLONE_UNTRACED);
+# non-x86_64 ABIs (int 0x80, x32); sockets other than unix, inet, inet6 and netlink, and raw
+# or packet ones; IP source routing (IP_OPTIONS, IPv6 routing headers), which sends to a hop
+# the policy never saw; io_uring; clone(CLONE_UNTRACED); a seccomp filter with a user-space
+# listener (it would outrank the tracer); ptrace, process_vm_writev, pidfd_getfd and bpf.
 # clone3 answers ENOSYS (its flags sit behind a pointer BPF cannot read) and glibc falls
-# back to clone. With no tracer attached a RET_TRACE call fails with ENOSYS, so the sandbox
-# fails closed. `build_program` is pure (it returns the filter bytes); `install` is the only
-# function that touches the process.
+# back to clone. Before exec the child also drops the capabilities that could reconfigure
+# the network or reach other processes. With no tracer attached a RET_TRACE call fails with
+# ENOSYS, so the sandbox fails closed. `build_program` is pure (it returns the filter bytes);
+# `install` and `drop_capabilities` are the only functions that touch the process.
 from __future__ import annotations
 
 import ctypes
@@ -21,11 +25,21 @@ from dataclasses import dataclass
 AUDIT_ARCH_X86_64 = 0xC000003E
 X32_SYSCALL_BIT = 0x40000000
 CLONE_UNTRACED = 0x00800000
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
+IPPROTO_IP, IP_OPTIONS = 0, 4
+IPPROTO_IPV6, IPV6_2292RTHDR, IPV6_2292PKTOPTIONS, IPV6_RTHDR = 41, 5, 6, 57
 
 # x86_64 syscall numbers
 NR = {
     "socket": 41,
+    "setsockopt": 54,
     "clone": 56,
+    "ptrace": 101,
+    "process_vm_writev": 311,
+    "seccomp": 317,
+    "bpf": 321,
+    "pidfd_getfd": 438,
     "clone3": 435,
     "connect": 42,
     "sendto": 44,
@@ -92,8 +106,9 @@ def assemble(program: Sequence[Insn]) -> bytes:
 
 
 def build_program() -> bytes:
-    AF_INET, AF_INET6, AF_PACKET = 2, 10, 17
+    AF_UNIX, AF_INET, AF_INET6, AF_NETLINK = 1, 2, 10, 16
     SOCK_RAW, SOCK_PACKET = 3, 10
+    denied = ("ptrace", "process_vm_writev", "bpf", "pidfd_getfd")
     program = [
         Insn(LD_W_ABS, OFF_ARCH),
         Insn(JEQ_K, AUDIT_ARCH_X86_64, 0, "kill"),
@@ -105,8 +120,11 @@ def build_program() -> bytes:
         Insn(JEQ_K, NR["sendto"], "addr_arg4", 0),
         Insn(JEQ_K, NR["recvfrom"], "addr_arg4", 0),
         Insn(JEQ_K, NR["socket"], "socket", 0),
+        Insn(JEQ_K, NR["setsockopt"], "setsockopt", 0),
         Insn(JEQ_K, NR["clone"], "clone", 0),
         Insn(JEQ_K, NR["clone3"], "enosys", 0),  # flags unreadable in BPF; glibc falls back
+        Insn(JEQ_K, NR["seccomp"], "seccomp", 0),
+        *(Insn(JEQ_K, NR[name], "eperm", 0) for name in denied),
         Insn(JEQ_K, NR["io_uring_setup"], "enosys", 0),
         Insn(JEQ_K, NR["io_uring_enter"], "enosys", 0),
         Insn(JEQ_K, NR["io_uring_register"], "enosys", 0),
@@ -116,18 +134,34 @@ def build_program() -> bytes:
         Insn(JEQ_K, 0, 0, "trace"),
         Insn(LD_W_ABS, _arg_high(4)),
         Insn(JEQ_K, 0, "allow_end", "trace"),
-        # socket(): no packet sockets, no raw internet sockets
+        # socket(): unix, netlink, and non-raw internet sockets only
         _label("socket", Insn(LD_W_ABS, _arg_low(0))),
-        Insn(JEQ_K, AF_PACKET, "eperm", 0),
+        Insn(JEQ_K, AF_UNIX, "allow_end", 0),
+        Insn(JEQ_K, AF_NETLINK, "allow_end", 0),
         Insn(JEQ_K, AF_INET, "socket_type", 0),
-        Insn(JEQ_K, AF_INET6, "socket_type", "allow_end"),
+        Insn(JEQ_K, AF_INET6, "socket_type", "eperm"),
         _label("socket_type", Insn(LD_W_ABS, _arg_low(1))),
         Insn(AND_K, 0xF),
         Insn(JEQ_K, SOCK_RAW, "eperm", 0),
         Insn(JEQ_K, SOCK_PACKET, "eperm", "allow_end"),
+        # setsockopt(): no IP source routing
+        _label("setsockopt", Insn(LD_W_ABS, _arg_low(1))),
+        Insn(JEQ_K, IPPROTO_IP, "ip_option", 0),
+        Insn(JEQ_K, IPPROTO_IPV6, "ipv6_option", "allow_end"),
+        _label("ip_option", Insn(LD_W_ABS, _arg_low(2))),
+        Insn(JEQ_K, IP_OPTIONS, "eperm", "allow_end"),
+        _label("ipv6_option", Insn(LD_W_ABS, _arg_low(2))),
+        Insn(JEQ_K, IPV6_RTHDR, "eperm", 0),
+        Insn(JEQ_K, IPV6_2292RTHDR, "eperm", 0),
+        Insn(JEQ_K, IPV6_2292PKTOPTIONS, "eperm", "allow_end"),
         # clone(): CLONE_UNTRACED would start a process the tracer never sees
         _label("clone", Insn(LD_W_ABS, _arg_low(0))),
         Insn(JSET_K, CLONE_UNTRACED, "eperm", "allow_end"),
+        # seccomp(): a filter with a listener answers before the tracer does
+        _label("seccomp", Insn(LD_W_ABS, _arg_low(0))),
+        Insn(JEQ_K, SECCOMP_SET_MODE_FILTER, 0, "allow_end"),
+        Insn(LD_W_ABS, _arg_low(1)),
+        Insn(JSET_K, SECCOMP_FILTER_FLAG_NEW_LISTENER, "eperm", "allow_end"),
         _label("trace", Insn(RET_K, RET_TRAP_TRACE)),
         _label("allow_end", Insn(RET_K, RET_ALLOW)),  # BPF jumps only forward
         _label("eperm", Insn(RET_K, RET_ERRNO | errno.EPERM)),
@@ -153,6 +187,21 @@ def supported() -> str | None:
     if platform.machine() != "x86_64":
         return f"the sandbox supports x86_64 only, not {platform.machine()}"
     return None
+
+
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+# CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_MODULE, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_BPF
+DROPPED_CAPABILITIES = (12, 13, 16, 19, 21, 39)
+
+
+def drop_capabilities() -> None:
+    """Remove what could reconfigure the network or reach other processes from everything
+    exec'd from here on (a root target regains only its bounding set at exec)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    for capability in DROPPED_CAPABILITIES:
+        libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)  # EPERM/EINVAL: nothing to drop
 
 
 def install(program: bytes) -> None:

@@ -39,8 +39,9 @@ from ptrace.binding import func as pt
 from ptrace.error import PtraceError
 
 from . import seccomp
-from .policy import Action, Decision, SandboxPolicy
-from .sockaddr import SockAddr, pack_inet, parse_sockaddr
+from .msghdr import MMSGHDR_SIZE, MSG_LEN_OFFSET, MSGHDR, MsgHdr, refused_control
+from .policy import SOCK_DGRAM, Action, Decision, SandboxPolicy, Socket
+from .sockaddr import AF_INET, AF_NETLINK, AF_UNIX, AF_UNSPEC, SockAddr, pack_inet, parse_sockaddr
 
 WALL = 0x40000000
 PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC = 1, 2, 3, 4
@@ -60,6 +61,9 @@ SYS_PIDFD_GETFD = 438
 PIDFD_THREAD = os.O_EXCL
 RED_ZONE = 128
 MAX_SOCKADDR = 128
+MAX_CONTROL = 4096
+MAX_MMSG = 64  # messages one sendmmsg may carry when their headers must be copied
+SO_DOMAIN = 39
 U64 = (1 << 64) - 1
 
 
@@ -71,6 +75,28 @@ class PendingRecv:
     len_ptr: int
     stub: tuple[str, int]
     original: SockAddr
+
+
+@dataclass
+class PendingMsgLens:
+    """A sendmmsg given a private copy of its headers: copy msg_len back at the exit."""
+
+    copy: int
+    original: int
+    count: int
+
+
+class Scratch:
+    """Places data below a thread's red zone, top down, 16-byte aligned."""
+
+    def __init__(self, rsp: int) -> None:
+        self.top = rsp - RED_ZONE
+        self.parts: list[tuple[int, bytes]] = []
+
+    def put(self, data: bytes) -> int:
+        self.top = (self.top - len(data)) & ~0xF
+        self.parts.append((self.top, data))
+        return self.top
 
 
 class EventLog:
@@ -95,7 +121,7 @@ class Tracer:
         self.pidfds: dict[int, int] = {}
         self.mem: dict[int, int] = {}  # pid -> open /proc/PID/mem (reopened after exec)
         self.redirected_dgram: dict[tuple[int, int], tuple[SockAddr, tuple[str, int]]] = {}
-        self.pending: dict[int, PendingRecv] = {}
+        self.pending: dict[int, PendingRecv | PendingMsgLens] = {}
         self.main_pid = 0
         self.main_status: int | None = None
         self.stopping = False
@@ -111,6 +137,7 @@ class Tracer:
                     os.chdir(cwd)
                 pt.ptrace_traceme()
                 os.kill(os.getpid(), signal.SIGSTOP)
+                seccomp.drop_capabilities()
                 seccomp.install(program)
                 os.execvpe(argv[0], list(argv), env)
             except BaseException as exc:
@@ -124,7 +151,6 @@ class Tracer:
         self.main_pid = pid
         self.tracees.add(pid)
         self.seen_stop.add(pid)
-        self.tgid[pid] = pid
         pt.ptrace_cont(pid, 0)
         return pid
 
@@ -155,6 +181,9 @@ class Tracer:
         if not os.WIFSTOPPED(status):
             return
         self.tracees.add(pid)
+        if self.stopping:  # e.g. a child forked while everything was being killed
+            self._kill(pid)
+            return
         sig = os.WSTOPSIG(status)
         event = status >> 16
         if sig == signal.SIGTRAP and event == PTRACE_EVENT_SECCOMP:
@@ -166,11 +195,7 @@ class Tracer:
             PTRACE_EVENT_VFORK,
             PTRACE_EVENT_CLONE,
         ):
-            child = pt.ptrace_geteventmsg(pid)
-            self.tracees.add(child)
-            self.tgid[child] = self.tgid.get(pid, pid) if event == PTRACE_EVENT_CLONE else child
-            if self.stopping:
-                self._kill(child)
+            self.tracees.add(pt.ptrace_geteventmsg(pid))
             pt.ptrace_cont(pid, 0)
         elif sig == signal.SIGTRAP and event == PTRACE_EVENT_EXEC:
             self._close_mem(pid)  # a new address space
@@ -223,18 +248,34 @@ class Tracer:
     def _on_seccomp(self, pid: int) -> None:
         regs = pt.ptrace_getregs(pid)
         nr = regs.orig_rax
-        if nr == seccomp.NR["connect"]:
-            self._on_address(pid, regs, "connect", regs.rdi, regs.rsi, regs.rdx, "rsi", "rdx")
-        elif nr == seccomp.NR["sendto"]:
-            self._on_address(pid, regs, "sendto", regs.rdi, regs.r8, regs.r9, "r8", "r9")
-        elif nr == seccomp.NR["sendmsg"]:
-            self._on_sendmsg(pid, regs, regs.rsi, 1, 0)
-        elif nr == seccomp.NR["sendmmsg"]:
-            self._on_sendmsg(pid, regs, regs.rsi, min(regs.rdx, 1024), 64)
-        elif nr == seccomp.NR["recvfrom"]:
-            self._on_recvfrom(pid, regs)
-        else:
-            pt.ptrace_cont(pid, 0)
+        try:
+            if nr == seccomp.NR["connect"]:
+                self._on_address(pid, regs, "connect", regs.rdi, regs.rsi, regs.rdx, "rsi", "rdx")
+            elif nr == seccomp.NR["sendto"]:
+                self._on_address(pid, regs, "sendto", regs.rdi, regs.r8, regs.r9, "r8", "r9")
+            elif nr == seccomp.NR["sendmsg"]:
+                self._on_sendmsg(pid, regs)
+            elif nr == seccomp.NR["sendmmsg"]:
+                self._on_sendmmsg(pid, regs)
+            elif nr == seccomp.NR["recvfrom"]:
+                self._on_recvfrom(pid, regs)
+            else:
+                pt.ptrace_cont(pid, 0)
+        except (OSError, struct.error, ValueError):
+            # An unreadable pointer or a malformed structure: the kernel would say EFAULT
+            # (or EINVAL); say it without running the call.
+            self._refuse(pid, regs, errno.EFAULT)
+
+    def _socket(self, pid: int, fd: int, addr: SockAddr) -> Socket | None:
+        """The descriptor's domain and type; None when it is not an open descriptor."""
+        if addr.family in (AF_UNIX, AF_NETLINK):
+            return Socket(addr.family, 0)  # the kernel rejects these on any other socket
+        info = self._sock_info(pid, fd)
+        if info is None:
+            return None
+        if info == (0, 0):  # pidfd_getfd unavailable: assume the address family, stream
+            return Socket(addr.family if addr.is_inet else AF_INET, socket.SOCK_STREAM)
+        return Socket(*info)
 
     def _on_address(
         self,
@@ -252,59 +293,122 @@ class Tracer:
             return
         raw = self._read(pid, ptr, min(length, MAX_SOCKADDR))
         addr = parse_sockaddr(raw)
-        sock_type = self._sock_type(pid, fd) if addr.is_inet else socket.SOCK_STREAM
-        decision = self.policy.decide(sock_type, addr, datagram_send=call != "connect")
+        sock = self._socket(pid, fd, addr)
+        if sock is None:
+            self._refuse(pid, regs, errno.EBADF)
+            return
+        decision = self.policy.decide(sock, addr, send=call != "connect")
         self._log(pid, call, addr, decision)
         if decision.action is Action.REFUSE:
             self._refuse(pid, regs, decision.errno)
             return
-        if addr.is_inet:
+        if sock.is_inet:
             # The kernel reads the address again after we resume; pass it a private copy of
-            # what was decided (below the red zone) so no other thread can change it between
-            # the check and the call.
-            if decision.action is Action.REDIRECT and decision.to is not None:
-                new = pack_inet(addr.family, *decision.to)
-            else:
-                new = raw
-            scratch = (regs.rsp - RED_ZONE - len(new)) & ~0xF
-            self._write(pid, scratch, new)
-            setattr(regs, ptr_reg, scratch)
+            # what was decided (below the red zone), so a buffer another thread reuses
+            # cannot change it between the check and the call.
+            new = pack_inet(addr.family, *decision.to) if decision.to else raw
+            scratch = Scratch(regs.rsp)
+            setattr(regs, ptr_reg, scratch.put(new))
             setattr(regs, len_reg, len(new))
+            self._write_scratch(pid, scratch)
             pt.ptrace_setregs(pid, regs)
-            if (
-                decision.action is Action.REDIRECT
-                and decision.to is not None
-                and sock_type == socket.SOCK_DGRAM
-            ):
+            if decision.action is Action.REDIRECT and decision.to and sock.type == SOCK_DGRAM:
                 self.redirected_dgram[(self._tgid(pid), fd)] = (addr, decision.to)
         pt.ptrace_cont(pid, 0)
 
-    def _on_sendmsg(self, pid: int, regs: Any, vec: int, count: int, stride: int) -> None:
-        """sendmsg (count 1) / sendmmsg: decide each message's msg_name; any refusal wins."""
-        sock_type = self._sock_type(pid, regs.rdi)
-        rewrites: list[tuple[int, bytes]] = []
-        for i in range(count):
-            header = vec + i * stride
-            name_ptr, name_len = struct.unpack("=QI", self._read(pid, header, 12))
-            if name_ptr == 0:
-                continue
-            raw = self._read(pid, name_ptr, min(name_len, MAX_SOCKADDR))
+    def _check_message(
+        self, pid: int, sock: Socket, header: MsgHdr
+    ) -> tuple[Decision | None, bytes, bytes]:
+        """Decide one message of an internet socket: (refusal or None, name, control)."""
+        name = b""
+        if header.name:
+            raw = self._read(pid, header.name, min(header.namelen, MAX_SOCKADDR))
             addr = parse_sockaddr(raw)
-            decision = self.policy.decide(sock_type, addr, datagram_send=True)
+            decision = self.policy.decide(sock, addr, send=True)
             self._log(pid, "sendmsg", addr, decision)
             if decision.action is Action.REFUSE:
-                self._refuse(pid, regs, decision.errno)
-                return
-            if decision.action is Action.REDIRECT and decision.to is not None:
-                rewrites.append((header, pack_inet(addr.family, *decision.to)))
-            elif addr.is_inet:
-                rewrites.append((header, raw))  # a private copy of what was checked
-        scratch = regs.rsp - RED_ZONE
-        for header, new in rewrites:
-            scratch = (scratch - len(new)) & ~0xF
-            self._write(pid, scratch, new)
-            self._write(pid, header, struct.pack("=QI", scratch, len(new)))
+                return decision, b"", b""
+            name = pack_inet(addr.family, *decision.to) if decision.to else raw
+        control = b""
+        if header.controllen:
+            if header.controllen > MAX_CONTROL:
+                return Decision(Action.REFUSE, "control data too large", errno=errno.ENOBUFS), \
+                    b"", b""  # fmt: skip
+            control = self._read(pid, header.control, header.controllen)
+            why = refused_control(control)
+            if why:
+                refusal = Decision(Action.REFUSE, why, errno=errno.EPERM)
+                self._log(pid, "sendmsg", SockAddr(sock.domain), refusal)
+                return refusal, b"", b""
+        return None, name, control
+
+    def _private(self, scratch: Scratch, header: MsgHdr, name: bytes, control: bytes) -> bytes:
+        """A copy of `header` pointing at private copies of its name and control data."""
+        return header.pointing_at(
+            scratch.put(name) if name else 0,
+            len(name),
+            scratch.put(control) if control else 0,
+            len(control),
+        ).pack()
+
+    def _on_sendmsg(self, pid: int, regs: Any) -> None:
+        header = MsgHdr.unpack(self._read(pid, regs.rsi, MSGHDR.size))
+        if header.plain:
+            pt.ptrace_cont(pid, 0)
+            return
+        sock = self._socket(pid, regs.rdi, SockAddr(AF_UNSPEC))
+        if sock is None:
+            self._refuse(pid, regs, errno.EBADF)
+            return
+        if not sock.is_inet:
+            self._apply_local(pid, regs, sock)
+            return
+        refusal, name, control = self._check_message(pid, sock, header)
+        if refusal is not None:
+            self._refuse(pid, regs, refusal.errno)
+            return
+        scratch = Scratch(regs.rsp)
+        regs.rsi = scratch.put(self._private(scratch, header, name, control))
+        self._write_scratch(pid, scratch)
+        pt.ptrace_setregs(pid, regs)
         pt.ptrace_cont(pid, 0)
+
+    def _on_sendmmsg(self, pid: int, regs: Any) -> None:
+        count = min(regs.rdx, MAX_MMSG)
+        raw = self._read(pid, regs.rsi, count * MMSGHDR_SIZE)
+        headers = [MsgHdr.unpack(raw[i * MMSGHDR_SIZE :]) for i in range(count)]
+        if all(h.plain for h in headers):
+            pt.ptrace_cont(pid, 0)
+            return
+        sock = self._socket(pid, regs.rdi, SockAddr(AF_UNSPEC))
+        if sock is None:
+            self._refuse(pid, regs, errno.EBADF)
+            return
+        if not sock.is_inet:
+            self._apply_local(pid, regs, sock)
+            return
+        scratch = Scratch(regs.rsp)
+        copies = bytearray()
+        for header in headers:
+            refusal, name, control = self._check_message(pid, sock, header)
+            if refusal is not None:
+                self._refuse(pid, regs, refusal.errno)
+                return
+            copies += self._private(scratch, header, name, control).ljust(MMSGHDR_SIZE, b"\0")
+        original = regs.rsi
+        regs.rsi = scratch.put(bytes(copies))
+        regs.rdx = count  # at most MAX_MMSG per call; sendmmsg reports how many it sent
+        self._write_scratch(pid, scratch)
+        pt.ptrace_setregs(pid, regs)
+        self.pending[pid] = PendingMsgLens(regs.rsi, original, count)
+        pt.ptrace_syscall(pid, 0)  # stop at the exit to copy msg_len back
+
+    def _apply_local(self, pid: int, regs: Any, sock: Socket) -> None:
+        decision = self.policy.decide(sock, SockAddr(sock.domain), send=True)
+        if decision.action is Action.REFUSE:
+            self._refuse(pid, regs, decision.errno)
+        else:
+            pt.ptrace_cont(pid, 0)
 
     def _on_recvfrom(self, pid: int, regs: Any) -> None:
         entry = self.redirected_dgram.get((self._tgid(pid), regs.rdi))
@@ -317,15 +421,31 @@ class Tracer:
 
     def _on_syscall_exit(self, pid: int) -> None:
         pending = self.pending.pop(pid, None)
-        if pending is not None:
-            regs = pt.ptrace_getregs(pid)
-            if regs.rax < (1 << 63):  # success: rax is the byte count
-                (length,) = struct.unpack("=I", self._read(pid, pending.len_ptr, 4))
-                source = parse_sockaddr(self._read(pid, pending.addr_ptr, min(length, 28)))
-                if source.is_inet and (source.ip, source.port) == pending.stub:
-                    original = pack_inet(source.family, pending.original.ip, pending.original.port)
-                    self._write(pid, pending.addr_ptr, original[:length])
+        try:
+            if isinstance(pending, PendingRecv):
+                self._fix_source(pid, pending)
+            elif isinstance(pending, PendingMsgLens):
+                self._copy_msg_lens(pid, pending)
+        except (OSError, struct.error):
+            pass  # the caller's memory went away; nothing to fix up
         pt.ptrace_cont(pid, 0)
+
+    def _fix_source(self, pid: int, pending: PendingRecv) -> None:
+        regs = pt.ptrace_getregs(pid)
+        if regs.rax >= 1 << 63:  # failed: -errno
+            return
+        (length,) = struct.unpack("=I", self._read(pid, pending.len_ptr, 4))
+        source = parse_sockaddr(self._read(pid, pending.addr_ptr, min(length, 28)))
+        if source.is_inet and (source.ip, source.port) == pending.stub:
+            original = pack_inet(source.family, pending.original.ip, pending.original.port)
+            self._write(pid, pending.addr_ptr, original[:length])
+
+    def _copy_msg_lens(self, pid: int, pending: PendingMsgLens) -> None:
+        regs = pt.ptrace_getregs(pid)
+        sent = regs.rax if regs.rax < 1 << 63 else 0
+        for i in range(min(sent, pending.count)):
+            offset = i * MMSGHDR_SIZE + MSG_LEN_OFFSET
+            self._write(pid, pending.original + offset, self._read(pid, pending.copy + offset, 4))
 
     def _refuse(self, pid: int, regs: Any, err: int) -> None:
         regs.orig_rax = U64  # -1: skip the call
@@ -340,7 +460,7 @@ class Tracer:
             "event": "net",
             "pid": pid,
             "call": call,
-            "dest": addr.endpoint(),
+            "dest": addr.endpoint() if addr.host else "(control message)",
             "action": decision.action.value,
             "reason": decision.reason,
             "t": time.monotonic_ns(),
@@ -370,7 +490,13 @@ class Tracer:
     def _write(self, pid: int, address: int, data: bytes) -> None:
         os.pwrite(self._mem(pid), data, address)
 
+    def _write_scratch(self, pid: int, scratch: Scratch) -> None:
+        for address, data in scratch.parts:
+            self._write(pid, address, data)
+
     def _tgid(self, pid: int) -> int:
+        """The thread group of a tracee, read once from /proc (a clone may or may not have
+        made a thread, and an exec may have moved it)."""
         tgid = self.tgid.get(pid)
         if tgid is None:
             with open(f"/proc/{pid}/status", encoding="ascii") as status:
@@ -381,27 +507,31 @@ class Tracer:
             self.tgid[pid] = tgid = tgid or pid
         return tgid
 
-    def _sock_type(self, pid: int, fd: int) -> int:
-        """SO_TYPE of the tracee's descriptor (pidfd_getfd); stream when it cannot be read."""
+    def _sock_info(self, pid: int, fd: int) -> tuple[int, int] | None:
+        """(SO_DOMAIN, SO_TYPE) of the tracee's descriptor through pidfd_getfd; None when fd
+        is not open in the tracee; (0, 0) when descriptors cannot be inspected here."""
         tgid = self._tgid(pid)
         try:
             pidfd = self.pidfds.get(tgid)
             if pidfd is None:
                 pidfd = self.pidfds[tgid] = os.pidfd_open(tgid)
         except OSError:
-            return socket.SOCK_STREAM
+            return (0, 0)
         copy = self.libc.syscall(SYS_PIDFD_GETFD, pidfd, int(fd), 0)
         if copy < 0:
-            return socket.SOCK_STREAM
+            return None if ctypes.get_errno() == errno.EBADF else (0, 0)
         try:
-            value = ctypes.c_int(socket.SOCK_STREAM)
-            size = ctypes.c_uint32(ctypes.sizeof(value))
-            self.libc.getsockopt(
-                copy, socket.SOL_SOCKET, socket.SO_TYPE, ctypes.byref(value), ctypes.byref(size)
-            )
-            return value.value
+            return (self._sockopt(copy, SO_DOMAIN), self._sockopt(copy, socket.SO_TYPE))
         finally:
             os.close(copy)
+
+    def _sockopt(self, fd: int, option: int) -> int:
+        value = ctypes.c_int(0)
+        size = ctypes.c_uint32(ctypes.sizeof(value))
+        if self.libc.getsockopt(fd, socket.SOL_SOCKET, option, ctypes.byref(value),
+                                ctypes.byref(size)) != 0:  # fmt: skip
+            return -1  # not a socket: the kernel will say ENOTSOCK
+        return value.value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

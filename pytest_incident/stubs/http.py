@@ -103,8 +103,9 @@ class HttpStub:
 
     def _answer(self, conn: socket.socket, h: h11.Connection, reply: Reply) -> bool:
         """Send the reply; False when the connection must end (held, dropped)."""
+        done = reply.done or self.book.closed
         if reply.hold:
-            self._wait_for_close(conn)
+            self._wait_for_close(conn, done)
             return False
         if reply.drop:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
@@ -112,7 +113,7 @@ class HttpStub:
         if reply.call is None:
             status, headers, payload = 502, [("content-type", "text/plain")], reply.refusal.encode()
         else:
-            if reply.delay_s and self.book.closed.wait(reply.delay_s):
+            if reply.delay_s and done.wait(reply.delay_s):
                 return False  # the item ended while we were waiting
             status = reply.call.status or 200
             headers = [
@@ -125,9 +126,9 @@ class HttpStub:
         conn.sendall(h.send(h11.EndOfMessage()) or b"")
         return True
 
-    def _wait_for_close(self, conn: socket.socket) -> None:
+    def _wait_for_close(self, conn: socket.socket, done: threading.Event) -> None:
         conn.settimeout(0.05)
-        while not self.book.closed.is_set():
+        while not done.is_set():
             try:
                 if not conn.recv(65536):
                     return  # the client gave up
