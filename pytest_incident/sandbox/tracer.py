@@ -338,7 +338,7 @@ class Tracer:
             why = refused_control(control)
             if why:
                 refusal = Decision(Action.REFUSE, why, errno=errno.EPERM)
-                self._log(pid, "sendmsg", SockAddr(sock.domain), refusal)
+                self._log(pid, "sendmsg", SockAddr(sock.domain), refusal, "(control message)")
                 return refusal, b"", b""
         return None, name, control
 
@@ -453,14 +453,14 @@ class Tracer:
         pt.ptrace_setregs(pid, regs)
         pt.ptrace_cont(pid, 0)
 
-    def _log(self, pid: int, call: str, addr: SockAddr, decision: Decision) -> None:
+    def _log(self, pid: int, call: str, addr: SockAddr, decision: Decision, dest: str = "") -> None:
         if not decision.report:
             return
         event: dict[str, Any] = {
             "event": "net",
             "pid": pid,
             "call": call,
-            "dest": addr.endpoint() if addr.host else "(control message)",
+            "dest": dest or (addr.endpoint() if addr.host else f"(address family {addr.family})"),
             "action": decision.action.value,
             "reason": decision.reason,
             "t": time.monotonic_ns(),
