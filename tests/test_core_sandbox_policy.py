@@ -295,3 +295,13 @@ def test_json_round_trip_without_dns() -> None:
     restored = SandboxPolicy.from_json(SandboxPolicy().to_json())
     assert restored == SandboxPolicy()
     assert restored.dns is None
+
+
+@pytest.mark.parametrize("sock_type", [STREAM, DGRAM])
+@pytest.mark.parametrize("endpoint", [STUB, DNS_STUB, SINK])
+def test_the_sandbox_own_endpoints_are_reachable_directly(
+    sock_type: int, endpoint: tuple[str, int]
+) -> None:
+    decision = decide(policy(), sock_type, v4(*endpoint), send=sock_type == DGRAM)
+    assert decision.action is Action.ALLOW
+    assert decision.report is False

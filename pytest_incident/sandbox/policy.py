@@ -16,6 +16,7 @@ import json
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .sockaddr import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, AF_UNSPEC, SockAddr
@@ -98,15 +99,25 @@ class SandboxPolicy:
             )
         return self._decide_inet(sock, addr, send)
 
+    @cached_property
+    def own_endpoints(self) -> frozenset[tuple[str, int]]:
+        """The sandbox's stubs and sink: reachable directly too (a caller's buffer that was
+        rewritten in place, such as a resolver's nameserver address, keeps working)."""
+        own = set(self.redirects.values())
+        own.update(e for e in (self.dns, self.sink) if e)
+        return frozenset(own)
+
     def _decide_inet(self, sock: Socket, addr: SockAddr, send: bool) -> Decision:
         ip, port = addr.ip, addr.port
         host = self.hostnames.get(ip, "")
         dgram = sock.type == SOCK_DGRAM
+        if (ip, port) in self.own_endpoints:
+            return Decision(Action.ALLOW, "a sandbox stub", report=False)
         if dgram and port == DNS_PORT and (ip, port) not in self.allow:
             if self.dns is None:
                 return Decision(Action.REFUSE, "DNS is not served", errno=errno.ECONNREFUSED)
             return Decision(Action.REDIRECT, "DNS query to the DNS stub", to=self.dns, report=False)
-        if (ip, port) in self.redirects:
+        if not dgram and (ip, port) in self.redirects:  # the stubs speak TCP
             return Decision(
                 Action.REDIRECT,
                 "recorded host served by its stub",

@@ -86,15 +86,23 @@ class PendingMsgLens:
     count: int
 
 
+class ScratchFull(Exception):
+    """More data than the scratch area below a thread's stack pointer may hold."""
+
+
 class Scratch:
-    """Places data below a thread's red zone, top down, 16-byte aligned."""
+    """Places data below a thread's red zone, top down, 16-byte aligned, at most LIMIT."""
+
+    LIMIT = 64 * 1024
 
     def __init__(self, rsp: int) -> None:
-        self.top = rsp - RED_ZONE
+        self.start = self.top = rsp - RED_ZONE
         self.parts: list[tuple[int, bytes]] = []
 
     def put(self, data: bytes) -> int:
         self.top = (self.top - len(data)) & ~0xF
+        if self.start - self.top > self.LIMIT:
+            raise ScratchFull
         self.parts.append((self.top, data))
         return self.top
 
@@ -261,6 +269,8 @@ class Tracer:
                 self._on_recvfrom(pid, regs)
             else:
                 pt.ptrace_cont(pid, 0)
+        except ScratchFull:
+            self._refuse(pid, regs, errno.ENOBUFS)
         except (OSError, struct.error, ValueError):
             # An unreadable pointer or a malformed structure: the kernel would say EFAULT
             # (or EINVAL); say it without running the call.
@@ -310,8 +320,17 @@ class Tracer:
             scratch = Scratch(regs.rsp)
             setattr(regs, ptr_reg, scratch.put(new))
             setattr(regs, len_reg, len(new))
-            self._write_scratch(pid, scratch)
-            pt.ptrace_setregs(pid, regs)
+            try:
+                self._write_scratch(pid, scratch)
+                pt.ptrace_setregs(pid, regs)
+            except OSError:
+                # No page below the red zone: /proc/PID/mem does not grow a stack, and this
+                # call sits at the bottom of one. Rare; fail safe rather than copy.
+                if decision.action is Action.DISCARD:
+                    self._refuse(pid, regs, errno.ENETUNREACH)  # resolvers tolerate it
+                    return
+                if decision.action is Action.REDIRECT:
+                    self._write(pid, ptr, new[: len(raw)])  # a stream connect's own buffer
             if decision.action is Action.REDIRECT and decision.to and sock.type == SOCK_DGRAM:
                 self.redirected_dgram[(self._tgid(pid), fd)] = (addr, decision.to)
         pt.ptrace_cont(pid, 0)
