@@ -538,3 +538,26 @@ def test_message_headers_are_copied_not_rewritten(tmp_path: Path) -> None:
         assert {q.name for q in dns.take_lookups()} == {"api.payments.example"}
     finally:
         dns.close()
+
+
+def test_sendmmsg_sends_only_the_messages_that_were_checked(
+    tmp_path: Path, udp_listener: socket.socket
+) -> None:
+    """A long vector whose first 64 messages are plain cannot slip an address in at 65."""
+    port = port_of(udp_listener)
+    proc, _ = run_traced(
+        tmp_path,
+        SandboxPolicy(allow=frozenset({("127.0.0.1", port)})),
+        f"""
+        import ctypes, socket, struct
+        libc = ctypes.CDLL(None, use_errno=True)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect(("127.0.0.1", {port}))
+        data = ctypes.create_string_buffer(b"x")
+        iov = ctypes.create_string_buffer(struct.pack("=QQ", ctypes.addressof(data), 1))
+        plain = struct.pack("=QI4xQQQQi4x", 0, 0, ctypes.addressof(iov), 1, 0, 0, 0)
+        vec = ctypes.create_string_buffer((plain + bytes(8)) * 70)
+        print(libc.sendmmsg(s.fileno(), vec, 70, 0))
+        """,
+    )
+    assert proc.stdout.strip() == "64", proc.stderr

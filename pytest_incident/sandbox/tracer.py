@@ -62,7 +62,7 @@ PIDFD_THREAD = os.O_EXCL
 RED_ZONE = 128
 MAX_SOCKADDR = 128
 MAX_CONTROL = 4096
-MAX_MMSG = 64  # messages one sendmmsg may carry when their headers must be copied
+MAX_MMSG = 64  # messages one sendmmsg may send: what the tracer checks (and copies)
 SO_DOMAIN = 39
 U64 = (1 << 64) - 1
 
@@ -370,17 +370,29 @@ class Tracer:
             len(control),
         ).pack()
 
+    def _inet_sender(self, pid: int, regs: Any) -> Socket | None:
+        """The internet socket a sendmsg/sendmmsg writes to; None when the call has been
+        settled here (a local socket passes, a closed descriptor fails)."""
+        sock = self._socket(pid, regs.rdi, SockAddr(AF_UNSPEC))
+        if sock is None:
+            self._refuse(pid, regs, errno.EBADF)
+            return None
+        if not sock.is_inet:
+            decision = self.policy.decide(sock, SockAddr(sock.domain), send=True)
+            if decision.action is Action.REFUSE:
+                self._refuse(pid, regs, decision.errno)
+            else:
+                pt.ptrace_cont(pid, 0)
+            return None
+        return sock
+
     def _on_sendmsg(self, pid: int, regs: Any) -> None:
         header = MsgHdr.unpack(self._read(pid, regs.rsi, MSGHDR.size))
         if header.plain:
             pt.ptrace_cont(pid, 0)
             return
-        sock = self._socket(pid, regs.rdi, SockAddr(AF_UNSPEC))
+        sock = self._inet_sender(pid, regs)
         if sock is None:
-            self._refuse(pid, regs, errno.EBADF)
-            return
-        if not sock.is_inet:
-            self._apply_local(pid, regs, sock)
             return
         refusal, name, control = self._check_message(pid, sock, header)
         if refusal is not None:
@@ -397,14 +409,13 @@ class Tracer:
         raw = self._read(pid, regs.rsi, count * MMSGHDR_SIZE)
         headers = [MsgHdr.unpack(raw[i * MMSGHDR_SIZE :]) for i in range(count)]
         if all(h.plain for h in headers):
+            if regs.rdx > count:  # only what was checked may be sent
+                regs.rdx = count
+                pt.ptrace_setregs(pid, regs)
             pt.ptrace_cont(pid, 0)
             return
-        sock = self._socket(pid, regs.rdi, SockAddr(AF_UNSPEC))
+        sock = self._inet_sender(pid, regs)
         if sock is None:
-            self._refuse(pid, regs, errno.EBADF)
-            return
-        if not sock.is_inet:
-            self._apply_local(pid, regs, sock)
             return
         scratch = Scratch(regs.rsp)
         copies = bytearray()
@@ -421,13 +432,6 @@ class Tracer:
         pt.ptrace_setregs(pid, regs)
         self.pending[pid] = PendingMsgLens(regs.rsi, original, count)
         pt.ptrace_syscall(pid, 0)  # stop at the exit to copy msg_len back
-
-    def _apply_local(self, pid: int, regs: Any, sock: Socket) -> None:
-        decision = self.policy.decide(sock, SockAddr(sock.domain), send=True)
-        if decision.action is Action.REFUSE:
-            self._refuse(pid, regs, decision.errno)
-        else:
-            pt.ptrace_cont(pid, 0)
 
     def _on_recvfrom(self, pid: int, regs: Any) -> None:
         entry = self.redirected_dgram.get((self._tgid(pid), regs.rdi))
