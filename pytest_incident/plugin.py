@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import tempfile
 from collections.abc import Iterator
@@ -218,7 +219,7 @@ class IncidentFile(pytest.File):
                 )
             requests = select_requests(spans, self.spec.window, self.spec.select)
         except (SpecError, FrozenFileError) as exc:
-            raise IncidentFileError(str(exc)) from None
+            raise IncidentFileError(self._relative(str(exc), exc.path)) from None
         if self.spec.usefixtures:
             self.add_marker(pytest.mark.usefixtures(*self.spec.usefixtures))
         self.add_marker(pytest.mark.incident(self.spec.name))
@@ -229,6 +230,13 @@ class IncidentFile(pytest.File):
             yield IncidentItem.from_parent(
                 self, name=name, callobj=_replay_request, request=request, line=line
             )
+
+    def _relative(self, message: str, path: Path) -> str:
+        """`file:line: ...` with the file as the user typed it: relative to the invocation."""
+        shown = os.path.relpath(path, self.config.invocation_params.dir)
+        if message.startswith(str(path)) and not shown.startswith(".."):
+            return shown + message[len(str(path)) :]
+        return message
 
     def repr_failure(  # type: ignore[override]
         self, excinfo: pytest.ExceptionInfo[BaseException]
@@ -279,8 +287,6 @@ class IncidentFile(pytest.File):
 
 
 def _environ() -> dict[str, str]:
-    import os
-
     return dict(os.environ)
 
 
