@@ -305,3 +305,17 @@ def test_the_sandbox_own_endpoints_are_reachable_directly(
     decision = decide(policy(), sock_type, v4(*endpoint), send=sock_type == DGRAM)
     assert decision.action is Action.ALLOW
     assert decision.report is False
+
+
+@pytest.mark.parametrize("path", ["/run/nscd/socket", "/run/systemd/resolve/io.systemd.Resolve"])
+def test_name_service_daemons_are_refused_so_lookups_use_the_dns_stub(path: str) -> None:
+    decision = policy().decide(Socket(AF_UNIX, STREAM), SockAddr(AF_UNIX, path))
+    assert decision.action is Action.REFUSE
+    assert decision.errno == errno.ECONNREFUSED
+
+
+def test_unix_address_on_an_internet_socket_is_refused() -> None:
+    # what a thread flipping sa_family after the check would otherwise slip through
+    decision = policy().decide(Socket(AF_INET, STREAM), SockAddr(AF_UNIX, "/tmp/x"))
+    assert decision.action is Action.REFUSE
+    assert decision.errno == errno.EAFNOSUPPORT

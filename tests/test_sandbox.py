@@ -561,3 +561,95 @@ def test_sendmmsg_sends_only_the_messages_that_were_checked(
         """,
     )
     assert proc.stdout.strip() == "64", proc.stderr
+
+
+def test_a_call_restarted_after_a_signal_reads_the_callers_own_buffers(tmp_path: Path) -> None:
+    """SA_RESTART re-runs a call with its registers; the signal frame lands right where a
+    private copy would sit, so the tracer puts the caller's registers back at the exit."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = port_of(probe)
+    proc, events = run_traced(
+        tmp_path,
+        SandboxPolicy(allow=frozenset({("127.0.0.1", port)})),
+        f"""
+        import fcntl, os, signal, socket, threading, time
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", {port}))
+        srv.listen()  # never accepts, never reads
+        c = socket.create_connection(("127.0.0.1", {port}))
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        c.setblocking(False)
+        for _ in range(20):
+            try:
+                while c.send(bytes(65536)):
+                    pass
+            except BlockingIOError:
+                time.sleep(0.02)
+        c.setblocking(True)
+        signal.signal(signal.SIGALRM, lambda *_: None)
+        signal.siginterrupt(signal.SIGALRM, False)  # SA_RESTART: the kernel re-runs the call
+
+        def unblock():
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
+            time.sleep(0.4)
+            flags = fcntl.fcntl(c.fileno(), fcntl.F_GETFL)
+            fcntl.fcntl(c.fileno(), fcntl.F_SETFL, flags | os.O_NONBLOCK)
+
+        threading.Thread(target=unblock).start()
+        signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
+        try:
+            c.sendto(b"x", ("127.0.0.1", {port}))
+            print("sent")
+        except OSError as exc:
+            print(type(exc).__name__)
+        """,
+    )
+    assert proc.stdout.strip() == "BlockingIOError", proc.stderr  # as without the sandbox
+    refused = [e for e in net_events(events) if e["action"] == "refuse"]
+    assert refused == []
+    sends = [e for e in net_events(events) if e["call"] == "sendto"]
+    assert len(sends) > 1  # restarted at least once, each time re-read and re-checked
+
+
+def test_target_cannot_reach_processes_outside_the_sandbox(tmp_path: Path) -> None:
+    """Landlock keeps the target from signalling or writing the memory of the tracer."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import ctypes; from pytest_incident.sandbox import seccomp; "
+         "ctypes.CDLL(None).prctl(38, 1, 0, 0, 0); print(seccomp.enter_landlock_domain())"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    if int(probe.stdout.strip() or 0) < 6:
+        pytest.skip("Landlock signal scoping needs Landlock ABI 6 (Linux 6.12)")
+    proc, _ = run_traced(
+        tmp_path,
+        SandboxPolicy(),
+        """
+        import os
+        tracer = os.getppid()
+        for attempt in (lambda: os.kill(tracer, 0),
+                        lambda: open(f"/proc/{tracer}/mem", "r+b")):
+            try:
+                attempt()
+                print("reached")
+            except PermissionError:
+                print("denied")
+        """,
+    )
+    assert proc.stdout.split() == ["denied", "denied"], proc.stderr
+
+
+def test_sctp_sockets_are_denied(tmp_path: Path) -> None:
+    proc, _ = run_traced(
+        tmp_path,
+        SandboxPolicy(),
+        """
+        import socket
+        try:
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM, 132)
+            print("created")
+        except PermissionError:
+            print("denied")
+        """,
+    )
+    assert proc.stdout.strip() == "denied", proc.stderr

@@ -24,6 +24,17 @@ from .sockaddr import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, AF_UNSPEC, SockAdd
 SOCK_STREAM = socket.SOCK_STREAM
 SOCK_DGRAM = socket.SOCK_DGRAM
 DNS_PORT = 53
+# Daemons that answer name lookups for glibc's NSS modules (resolve, nscd, mdns) and would
+# query real DNS: refused, so lookups fall through to `dns`, which the DNS stub answers.
+RESOLVER_SOCKETS = frozenset(
+    {
+        "/run/systemd/resolve/io.systemd.Resolve",
+        "/run/nscd/socket",
+        "/var/run/nscd/socket",
+        "/run/avahi-daemon/socket",
+        "/var/run/avahi-daemon/socket",
+    }
+)
 
 
 class Action(enum.Enum):
@@ -81,6 +92,13 @@ class SandboxPolicy:
 
     def decide(self, sock: Socket, addr: SockAddr, *, send: bool = False) -> Decision:
         """Decide a connect() (send=False), or a sendto()/sendmsg() that names an address."""
+        if sock.domain == AF_UNIX and addr.family == AF_UNIX and addr.host in RESOLVER_SOCKETS:
+            return Decision(
+                Action.REFUSE,
+                "a name-service daemon (it would resolve around the DNS stub)",
+                errno=errno.ECONNREFUSED,
+                report=False,  # glibc asks nscd before every lookup; it falls back to DNS
+            )
         if sock.domain in (AF_UNIX, AF_NETLINK):
             return Decision(Action.ALLOW, "local socket", report=False)
         if not sock.is_inet:

@@ -3,15 +3,18 @@
 # Strategy: everything runs natively except the calls that can name a network destination
 # (connect; sendto/sendmsg/sendmmsg with an address; recvfrom that asks for the sender), which
 # return SECCOMP_RET_TRACE. Calls that could bypass the tracer are denied outright in BPF:
-# non-x86_64 ABIs (int 0x80, x32); sockets other than unix, inet, inet6 and netlink, and raw
-# or packet ones; IP source routing (IP_OPTIONS, IPv6 routing headers), which sends to a hop
+# non-x86_64 ABIs (int 0x80, x32); sockets other than unix, inet, inet6 and netlink, and raw,
+# packet or SCTP ones; IP source routing (IP_OPTIONS, IPv6 routing headers), which sends to a hop
 # the policy never saw; io_uring; clone(CLONE_UNTRACED); a seccomp filter with a user-space
 # listener (it would outrank the tracer); ptrace, process_vm_writev, pidfd_getfd and bpf.
 # clone3 answers ENOSYS (its flags sit behind a pointer BPF cannot read) and glibc falls
 # back to clone. Before exec the child also drops the capabilities that could reconfigure
-# the network or reach other processes. With no tracer attached a RET_TRACE call fails with
-# ENOSYS, so the sandbox fails closed. `build_program` is pure (it returns the filter bytes);
-# `install` and `drop_capabilities` are the only functions that touch the process.
+# the network or reach other processes, and enters a Landlock domain, which keeps it from
+# ptracing, writing the memory of, or signalling any process outside the sandbox (the
+# tracer and pytest included) even as the same user. With no tracer attached a RET_TRACE
+# call fails with ENOSYS, so the sandbox fails closed. `build_program` is pure (it returns
+# the filter bytes); `confine` and the functions it calls are the only ones that touch the
+# process.
 from __future__ import annotations
 
 import ctypes
@@ -28,6 +31,7 @@ CLONE_UNTRACED = 0x00800000
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
 IPPROTO_IP, IP_OPTIONS = 0, 4
+IPPROTO_SCTP = 132
 IPPROTO_IPV6, IPV6_2292RTHDR, IPV6_2292PKTOPTIONS, IPV6_RTHDR = 41, 5, 6, 57
 
 # x86_64 syscall numbers
@@ -143,7 +147,9 @@ def build_program() -> bytes:
         _label("socket_type", Insn(LD_W_ABS, _arg_low(1))),
         Insn(AND_K, 0xF),
         Insn(JEQ_K, SOCK_RAW, "eperm", 0),
-        Insn(JEQ_K, SOCK_PACKET, "eperm", "allow_end"),
+        Insn(JEQ_K, SOCK_PACKET, "eperm", 0),
+        Insn(LD_W_ABS, _arg_low(2)),  # SCTP can associate through setsockopt, not connect
+        Insn(JEQ_K, IPPROTO_SCTP, "eperm", "allow_end"),
         # setsockopt(): no IP source routing
         _label("setsockopt", Insn(LD_W_ABS, _arg_low(1))),
         Insn(JEQ_K, IPPROTO_IP, "ip_option", 0),
@@ -202,6 +208,49 @@ def drop_capabilities() -> None:
     libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     for capability in DROPPED_CAPABILITIES:
         libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)  # EPERM/EINVAL: nothing to drop
+
+
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_RESTRICT_SELF = 444, 446
+LANDLOCK_CREATE_RULESET_VERSION = 1
+LANDLOCK_ACCESS_FS_MAKE_BLOCK = 1 << 11
+LANDLOCK_SCOPE_SIGNAL = 1 << 1
+
+
+def enter_landlock_domain() -> int:
+    """Put this process (and what it execs) in a Landlock domain of its own; returns the
+    Landlock ABI used, 0 when the kernel has none. Any domain confines ptrace and
+    /proc/PID/mem to processes inside it; from ABI 6 signals are confined too. The only file
+    access it handles is creating block devices. Needs no_new_privs."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    abi = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, None, 0, LANDLOCK_CREATE_RULESET_VERSION)
+    if abi < 1:
+        return 0
+    fields = [LANDLOCK_ACCESS_FS_MAKE_BLOCK]  # handled_access_fs
+    if abi >= 4:
+        fields.append(0)  # handled_access_net
+    if abi >= 6:
+        fields.append(LANDLOCK_SCOPE_SIGNAL)  # scoped
+    attr = ctypes.create_string_buffer(struct.pack(f"={len(fields)}Q", *fields))
+    ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, attr, len(fields) * 8, 0)
+    if ruleset < 0:
+        return 0
+    try:
+        if libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0:
+            return 0
+    finally:
+        os.close(ruleset)
+    return int(abi)
+
+
+def confine(program: bytes) -> None:
+    """Everything the child does between its SIGSTOP and exec: drop capabilities, set
+    no_new_privs, enter a Landlock domain, load `program`."""
+    drop_capabilities()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    enter_landlock_domain()
+    install(program)
 
 
 def install(program: bytes) -> None:

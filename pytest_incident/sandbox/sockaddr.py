@@ -41,6 +41,8 @@ class SockAddr:
         return self.is_inet and bool(self.host) and ipaddress.ip_address(self.ip).is_loopback
 
     def endpoint(self) -> str:
+        if self.family == AF_UNIX:
+            return self.host or "(unnamed unix socket)"
         ip = self.ip
         return f"[{ip}]:{self.port}" if ":" in ip else f"{ip}:{self.port}"
 

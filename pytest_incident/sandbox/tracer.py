@@ -41,7 +41,7 @@ from ptrace.error import PtraceError
 from . import seccomp
 from .msghdr import MMSGHDR_SIZE, MSG_LEN_OFFSET, MSGHDR, MsgHdr, refused_control
 from .policy import SOCK_DGRAM, Action, Decision, SandboxPolicy, Socket
-from .sockaddr import AF_INET, AF_NETLINK, AF_UNIX, AF_UNSPEC, SockAddr, pack_inet, parse_sockaddr
+from .sockaddr import AF_INET, AF_UNSPEC, SockAddr, pack_inet, parse_sockaddr
 
 WALL = 0x40000000
 PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC = 1, 2, 3, 4
@@ -56,6 +56,7 @@ OPTIONS = (
     | 0x100000  # EXITKILL
 )
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 SYS_PIDFD_GETFD = 438
 PIDFD_THREAD = os.O_EXCL
@@ -78,12 +79,18 @@ class PendingRecv:
 
 
 @dataclass
-class PendingMsgLens:
-    """A sendmmsg given a private copy of its headers: copy msg_len back at the exit."""
+class PendingRestore:
+    """A call whose argument registers now point at private copies: at its exit, put the
+    caller's registers back (code may assume the kernel left them alone, and a call that a
+    signal restarts must read the caller's buffers again, not a copy the signal frame may
+    have overwritten); for sendmmsg, copy msg_len back too."""
 
-    copy: int
-    original: int
-    count: int
+    registers: dict[str, int]
+    msg_lens: tuple[int, int, int] | None = None  # (copy, original, count)
+
+
+def _aligned(size: int) -> int:
+    return (size + 15) & ~15
 
 
 class ScratchFull(Exception):
@@ -91,9 +98,11 @@ class ScratchFull(Exception):
 
 
 class Scratch:
-    """Places data below a thread's red zone, top down, 16-byte aligned, at most LIMIT."""
+    """Places data below a thread's red zone, top down, 16-byte aligned, at most LIMIT: no
+    deeper than a signal frame would reach, so small stacks (coroutines, green threads) are
+    not written past their end."""
 
-    LIMIT = 64 * 1024
+    LIMIT = 1024
 
     def __init__(self, rsp: int) -> None:
         self.start = self.top = rsp - RED_ZONE
@@ -129,7 +138,7 @@ class Tracer:
         self.pidfds: dict[int, int] = {}
         self.mem: dict[int, int] = {}  # pid -> open /proc/PID/mem (reopened after exec)
         self.redirected_dgram: dict[tuple[int, int], tuple[SockAddr, tuple[str, int]]] = {}
-        self.pending: dict[int, PendingRecv | PendingMsgLens] = {}
+        self.pending: dict[int, PendingRecv | PendingRestore] = {}
         self.main_pid = 0
         self.main_status: int | None = None
         self.stopping = False
@@ -145,8 +154,7 @@ class Tracer:
                     os.chdir(cwd)
                 pt.ptrace_traceme()
                 os.kill(os.getpid(), signal.SIGSTOP)
-                seccomp.drop_capabilities()
-                seccomp.install(program)
+                seccomp.confine(program)
                 os.execvpe(argv[0], list(argv), env)
             except BaseException as exc:
                 os.write(2, f"pytest-incident sandbox: cannot start {argv[0]!r}: {exc}\n".encode())
@@ -278,8 +286,6 @@ class Tracer:
 
     def _socket(self, pid: int, fd: int, addr: SockAddr) -> Socket | None:
         """The descriptor's domain and type; None when it is not an open descriptor."""
-        if addr.family in (AF_UNIX, AF_NETLINK):
-            return Socket(addr.family, 0)  # the kernel rejects these on any other socket
         info = self._sock_info(pid, fd)
         if info is None:
             return None
@@ -318,6 +324,7 @@ class Tracer:
             # cannot change it between the check and the call.
             new = pack_inet(addr.family, *decision.to) if decision.to else raw
             scratch = Scratch(regs.rsp)
+            restore = {ptr_reg: getattr(regs, ptr_reg), len_reg: getattr(regs, len_reg)}
             setattr(regs, ptr_reg, scratch.put(new))
             setattr(regs, len_reg, len(new))
             try:
@@ -331,8 +338,12 @@ class Tracer:
                     return
                 if decision.action is Action.REDIRECT:
                     self._write(pid, ptr, new[: len(raw)])  # a stream connect's own buffer
-            if decision.action is Action.REDIRECT and decision.to and sock.type == SOCK_DGRAM:
-                self.redirected_dgram[(self._tgid(pid), fd)] = (addr, decision.to)
+            else:
+                if decision.action is Action.REDIRECT and decision.to and sock.type == SOCK_DGRAM:
+                    self.redirected_dgram[(self._tgid(pid), fd)] = (addr, decision.to)
+                self.pending[pid] = PendingRestore(restore)
+                pt.ptrace_syscall(pid, 0)
+                return
         pt.ptrace_cont(pid, 0)
 
     def _check_message(
@@ -399,38 +410,54 @@ class Tracer:
             self._refuse(pid, regs, refusal.errno)
             return
         scratch = Scratch(regs.rsp)
+        restore = {"rsi": regs.rsi}
         regs.rsi = scratch.put(self._private(scratch, header, name, control))
         self._write_scratch(pid, scratch)
         pt.ptrace_setregs(pid, regs)
-        pt.ptrace_cont(pid, 0)
+        self.pending[pid] = PendingRestore(restore)
+        pt.ptrace_syscall(pid, 0)
 
     def _on_sendmmsg(self, pid: int, regs: Any) -> None:
         count = min(regs.rdx, MAX_MMSG)
         raw = self._read(pid, regs.rsi, count * MMSGHDR_SIZE)
         headers = [MsgHdr.unpack(raw[i * MMSGHDR_SIZE :]) for i in range(count)]
+        restore = {"rsi": regs.rsi, "rdx": regs.rdx}
         if all(h.plain for h in headers):
-            if regs.rdx > count:  # only what was checked may be sent
-                regs.rdx = count
-                pt.ptrace_setregs(pid, regs)
-            pt.ptrace_cont(pid, 0)
+            if regs.rdx == count:
+                pt.ptrace_cont(pid, 0)
+                return
+            regs.rdx = count  # only what was checked may be sent
+            pt.ptrace_setregs(pid, regs)
+            self.pending[pid] = PendingRestore(restore)
+            pt.ptrace_syscall(pid, 0)
             return
         sock = self._inet_sender(pid, regs)
         if sock is None:
             return
-        scratch = Scratch(regs.rsp)
-        copies = bytearray()
+        checked: list[tuple[MsgHdr, bytes, bytes]] = []
+        room = Scratch.LIMIT - 16
         for header in headers:
             refusal, name, control = self._check_message(pid, sock, header)
             if refusal is not None:
                 self._refuse(pid, regs, refusal.errno)
                 return
-            copies += self._private(scratch, header, name, control).ljust(MMSGHDR_SIZE, b"\0")
-        original = regs.rsi
-        regs.rsi = scratch.put(bytes(copies))
-        regs.rdx = count  # at most MAX_MMSG per call; sendmmsg reports how many it sent
+            room -= MMSGHDR_SIZE + _aligned(len(name)) + _aligned(len(control))
+            if room < 0:
+                break  # send fewer: sendmmsg reports how many went
+            checked.append((header, name, control))
+        if not checked:
+            self._refuse(pid, regs, errno.ENOBUFS)
+            return
+        scratch = Scratch(regs.rsp)
+        copies = b"".join(
+            self._private(scratch, header, name, control).ljust(MMSGHDR_SIZE, b"\0")
+            for header, name, control in checked
+        )
+        regs.rsi = scratch.put(copies)
+        regs.rdx = len(checked)
         self._write_scratch(pid, scratch)
         pt.ptrace_setregs(pid, regs)
-        self.pending[pid] = PendingMsgLens(regs.rsi, original, count)
+        self.pending[pid] = PendingRestore(restore, (regs.rsi, restore["rsi"], len(checked)))
         pt.ptrace_syscall(pid, 0)  # stop at the exit to copy msg_len back
 
     def _on_recvfrom(self, pid: int, regs: Any) -> None:
@@ -447,8 +474,8 @@ class Tracer:
         try:
             if isinstance(pending, PendingRecv):
                 self._fix_source(pid, pending)
-            elif isinstance(pending, PendingMsgLens):
-                self._copy_msg_lens(pid, pending)
+            elif isinstance(pending, PendingRestore):
+                self._restore(pid, pending)
         except (OSError, struct.error):
             pass  # the caller's memory went away; nothing to fix up
         pt.ptrace_cont(pid, 0)
@@ -463,12 +490,16 @@ class Tracer:
             original = pack_inet(source.family, pending.original.ip, pending.original.port)
             self._write(pid, pending.addr_ptr, original[:length])
 
-    def _copy_msg_lens(self, pid: int, pending: PendingMsgLens) -> None:
+    def _restore(self, pid: int, pending: PendingRestore) -> None:
         regs = pt.ptrace_getregs(pid)
-        sent = regs.rax if regs.rax < 1 << 63 else 0
-        for i in range(min(sent, pending.count)):
-            offset = i * MMSGHDR_SIZE + MSG_LEN_OFFSET
-            self._write(pid, pending.original + offset, self._read(pid, pending.copy + offset, 4))
+        if pending.msg_lens is not None and regs.rax < 1 << 63:
+            copy, original, count = pending.msg_lens
+            for i in range(min(regs.rax, count)):
+                offset = i * MMSGHDR_SIZE + MSG_LEN_OFFSET
+                self._write(pid, original + offset, self._read(pid, copy + offset, 4))
+        for name, value in pending.registers.items():
+            setattr(regs, name, value)
+        pt.ptrace_setregs(pid, regs)
 
     def _refuse(self, pid: int, regs: Any, err: int) -> None:
         regs.orig_rax = U64  # -1: skip the call
@@ -570,6 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 125
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no same-user access to this process's memory
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if os.getppid() == 1:  # the parent is already gone
         return 125
