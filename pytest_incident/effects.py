@@ -12,6 +12,8 @@ class Outcome(enum.Enum):
     UNMATCHED = "unmatched"  # reached a stub, but the recording has no such call
     BLOCKED = "blocked"  # refused by the sandbox before the kernel ran it
     ALLOWED = "allowed"  # passed through live (sandbox.allow)
+    EMAIL = "email"  # accepted by the SMTP stub, never delivered
+    JOB = "job"  # enqueued into the job-queue stub, never dispatched
 
 
 @dataclass(frozen=True)
