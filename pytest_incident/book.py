@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .effects import Effect, Outcome
-from .matching import DEFAULT_MATCH_ON, LiveRequest, find_match, nearest
+from .matching import DEFAULT_MATCH_ON, LiveRequest, MatchRules, find_match, nearest
 from .spans import OutboundCall
 
 
@@ -33,11 +33,13 @@ class ReplayBook:
         self,
         unmatched: UnmatchedAction = UnmatchedAction.ERROR,
         speed: float = 1.0,
-        match_on: Sequence[str] = DEFAULT_MATCH_ON,
+        match_on: Sequence[str] | MatchRules = DEFAULT_MATCH_ON,
     ) -> None:
         self.unmatched = unmatched
         self.speed = speed
-        self.match_on = tuple(match_on)
+        self.match_on = (
+            match_on if isinstance(match_on, MatchRules) else MatchRules(tuple(match_on))
+        )
         self._lock = threading.Lock()
         self._calls: tuple[OutboundCall, ...] = ()
         self._used: set[int] = set()

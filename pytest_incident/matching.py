@@ -2,14 +2,18 @@
 #
 # Tiny pure matchers (vcrpy-style), each comparing one part. A request is served by the FIRST
 # recorded call, in recorded order, that is not used yet and agrees on every part in
-# `match_on`; repeated identical calls are therefore consumed in order. A miss ranks all
-# recorded calls by how many parts differ and names the nearest ones with what differed.
+# `match_on`; repeated identical calls are therefore consumed in order. Parts: method,
+# scheme, host, port, path, query, body (canonical, after normalizers) and `header:<name>`.
+# A miss ranks all recorded calls by how many parts differ and names the nearest ones with
+# what differed, and a diff of the bodies when they differ.
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
+from .normalize import Normalizer, canonical_body
 from .spans import OutboundCall
 
 DEFAULT_MATCH_ON = ("method", "scheme", "host", "port", "path", "query")
@@ -78,15 +82,71 @@ MATCHERS: dict[str, Callable[[LiveRequest, OutboundCall], bool]] = {
 }
 
 
-def differences(live: LiveRequest, call: OutboundCall, match_on: Sequence[str]) -> list[str]:
-    return [part for part in match_on if not MATCHERS[part](live, call)]
+PARTS = (*MATCHERS, "body", "header:<name>")
+
+
+def is_part(name: str) -> bool:
+    return (
+        name in MATCHERS
+        or name == "body"
+        or (name.startswith("header:") and len(name) > len("header:"))
+    )
+
+
+def _header(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
+    return [v.strip() for k, v in headers if k.lower() == name]
+
+
+@dataclass(frozen=True)
+class MatchRules:
+    """Which parts must agree (`match_on`) and what is normalized in bodies first."""
+
+    parts: tuple[str, ...] = DEFAULT_MATCH_ON
+    normalizers: tuple[Normalizer, ...] = ()
+
+    def agrees(self, part: str, live: LiveRequest, call: OutboundCall) -> bool:
+        if part == "body":
+            return self.live_body(live) == self.recorded_body(call)
+        if part.startswith("header:"):
+            name = part.removeprefix("header:").lower()
+            return _header(live.headers, name) == _header(call.request_headers, name)
+        return MATCHERS[part](live, call)
+
+    def live_body(self, live: LiveRequest) -> str:
+        return canonical_body(live.body, self.normalizers)
+
+    def recorded_body(self, call: OutboundCall) -> str:
+        return canonical_body(call.request_body, self.normalizers)
+
+    def body_diff(self, live: LiveRequest, call: OutboundCall, limit: int = 12) -> str:
+        lines = list(
+            difflib.unified_diff(
+                self.recorded_body(call).splitlines(),
+                self.live_body(live).splitlines(),
+                "recorded",
+                "now",
+                lineterm="",
+                n=1,
+            )
+        )
+        shown = lines[:limit]
+        if len(lines) > limit:
+            shown.append(f"... ({len(lines) - limit} more diff lines)")
+        return "\n".join(shown)
+
+
+def differences(
+    live: LiveRequest, call: OutboundCall, match_on: Sequence[str] | MatchRules
+) -> list[str]:
+    rules = match_on if isinstance(match_on, MatchRules) else MatchRules(tuple(match_on))
+    return [part for part in rules.parts if not rules.agrees(part, live, call)]
 
 
 def find_match(
     live: LiveRequest,
     calls: Sequence[OutboundCall],
     used: Collection[int],
-    match_on: Sequence[str] = DEFAULT_MATCH_ON,
+    match_on: Sequence[str] | MatchRules = DEFAULT_MATCH_ON,
 ) -> OutboundCall | None:
     for call in calls:
         if call.order not in used and not differences(live, call, match_on):
@@ -99,24 +159,33 @@ class Candidate:
     call: OutboundCall
     differs: tuple[str, ...]  # parts that differ; empty = identical but already used
     used: bool
+    diff: str = ""  # body diff (recorded -> now) when the body differs
 
     def describe(self) -> str:
         if not self.differs:
             why = "already served earlier in this request" if self.used else "identical"
         else:
             why = "differs in " + ", ".join(self.differs)
-        return f"{self.call.describe()}  ({why})"
+        text = f"{self.call.describe()}  ({why})"
+        if self.diff:
+            text += "\n" + "\n".join(f"    {line}" for line in self.diff.splitlines())
+        return text
 
 
 def nearest(
     live: LiveRequest,
     calls: Sequence[OutboundCall],
     used: Collection[int],
-    match_on: Sequence[str] = DEFAULT_MATCH_ON,
+    match_on: Sequence[str] | MatchRules = DEFAULT_MATCH_ON,
     limit: int = 3,
 ) -> list[Candidate]:
+    rules = match_on if isinstance(match_on, MatchRules) else MatchRules(tuple(match_on))
     ranked = sorted(
-        (Candidate(c, tuple(differences(live, c, match_on)), c.order in used) for c in calls),
+        (Candidate(c, tuple(differences(live, c, rules)), c.order in used) for c in calls),
         key=lambda cand: (len(cand.differs), cand.used, cand.call.order),
-    )
-    return ranked[:limit]
+    )[:limit]
+    # the body diff only for the nearest one: it is what the reader compares against
+    if ranked and "body" in ranked[0].differs:
+        best = ranked[0]
+        ranked[0] = Candidate(best.call, best.differs, best.used, rules.body_diff(live, best.call))
+    return ranked

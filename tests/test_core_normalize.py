@@ -1,0 +1,120 @@
+"""Body canonicalisation, normalizers, and the body/header parts of `match_on`."""
+
+from __future__ import annotations
+
+import re
+
+from pytest_incident.book import ReplayBook
+from pytest_incident.effects import Outcome
+from pytest_incident.matching import LiveRequest, MatchRules, differences, nearest
+from pytest_incident.normalize import (
+    NORMALIZED,
+    FieldNormalizer,
+    PatternNormalizer,
+    canonical_body,
+)
+from pytest_incident.spans import OutboundCall, Span, SpanKind
+
+API = "https://api.stripe.com"
+
+
+def recorded(order: int, body: str, headers: str = "", path: str = "/v1/charges") -> OutboundCall:
+    attributes = {
+        "http.request.method": "POST",
+        "url.full": f"{API}{path}",
+        "http.response.status_code": "200",
+        "incident.request.body": body,
+    }
+    if headers:
+        attributes["incident.request.headers"] = headers
+    span = Span(
+        timestamp_ns=order,
+        trace_id="ab" * 16,
+        span_id=f"{order:016x}",
+        parent_span_id="",
+        name="POST",
+        kind=SpanKind.CLIENT,
+        service="signup",
+        attributes=attributes,
+        duration_ns=1,
+    )
+    return OutboundCall(span, order)
+
+
+def live(
+    body: str, headers: tuple[tuple[str, str], ...] = (), path: str = "/v1/charges"
+) -> LiveRequest:
+    return LiveRequest("https", "api.stripe.com", 443, "POST", path, headers, body.encode())
+
+
+def test_json_bodies_compare_regardless_of_key_order_and_spacing() -> None:
+    assert canonical_body(b'{"b": 1, "a": [1, 2]}') == canonical_body(b'{"a":[1,2],"b":1}')
+    assert canonical_body(b'{"a": 1}') != canonical_body(b'{"a": 2}')
+
+
+def test_form_bodies_compare_regardless_of_field_order() -> None:
+    assert canonical_body(b"amount=900&currency=usd") == canonical_body(b"currency=usd&amount=900")
+    assert canonical_body(b"amount=900") != canonical_body(b"amount=2900")
+
+
+def test_field_normalizer_replaces_json_paths_with_wildcards() -> None:
+    body = b'{"metadata": {"request_id": "r1"}, "items": [{"id": "x"}, {"id": "y"}]}'
+    text = canonical_body(
+        body, [FieldNormalizer("metadata.request_id"), FieldNormalizer("items.*.id")]
+    )
+    assert '"r1"' not in text and '"x"' not in text and '"y"' not in text
+    assert text.count(NORMALIZED) == 3
+
+
+def test_field_normalizer_replaces_form_fields_by_name() -> None:
+    one = canonical_body(
+        b"amount=900&metadata[request_id]=r1", [FieldNormalizer("metadata[request_id]")]
+    )
+    two = canonical_body(
+        b"metadata[request_id]=r2&amount=900", [FieldNormalizer("metadata[request_id]")]
+    )
+    assert one == two
+
+
+def test_pattern_normalizer_replaces_matches_in_text() -> None:
+    rule = PatternNormalizer(re.compile(r"\d{13}"))
+    assert canonical_body(b"ts=1715695200000 sent", [rule]) == canonical_body(
+        b"ts=1715695299999 sent", [rule]
+    )
+
+
+def test_body_part_uses_the_normalizers() -> None:
+    call = recorded(0, '{"amount": 900, "idempotency": "k-1"}')
+    request = live('{"idempotency": "k-2", "amount": 900}')
+    assert differences(request, call, MatchRules(("method", "path", "body"))) == ["body"]
+    rules = MatchRules(("method", "path", "body"), (FieldNormalizer("idempotency"),))
+    assert differences(request, call, rules) == []
+
+
+def test_header_part_compares_the_named_header_only() -> None:
+    call = recorded(0, "", headers='{"Idempotency-Key": "k-1", "User-Agent": "old"}')
+    same_key = live("", (("idempotency-key", "k-1"), ("user-agent", "new")))
+    other_key = live("", (("Idempotency-Key", "k-2"),))
+    rules = MatchRules(("method", "path", "header:idempotency-key"))
+    assert differences(same_key, call, rules) == []
+    assert differences(other_key, call, rules) == ["header:idempotency-key"]
+
+
+def test_miss_shows_a_body_diff_against_the_nearest_call() -> None:
+    calls = [recorded(0, '{"amount": 900, "currency": "usd"}'), recorded(1, "{}", path="/v1/x")]
+    request = live('{"amount": 2900, "currency": "usd"}')
+    rules = MatchRules(("method", "path", "body"))
+    best = nearest(request, calls, set(), rules)[0]
+    assert best.call.order == 0 and best.differs == ("body",)
+    assert '- "amount": 900,' in best.diff and '+ "amount": 2900,' in best.diff
+    assert best.diff in best.describe()
+
+
+def test_book_serves_by_body_and_reports_the_diff_on_a_miss() -> None:
+    book = ReplayBook(match_on=MatchRules(("method", "path", "body")))
+    book.begin([recorded(0, "amount=900"), recorded(1, "amount=2900")])
+    assert book.serve(live("amount=2900")).call.order == 1  # type: ignore[union-attr]
+    assert book.serve(live("amount=100")).call is None
+    effects = book.end()
+    assert [e.outcome for e in effects] == [Outcome.SERVED, Outcome.UNMATCHED]
+    assert "-amount=900" in effects[1].detail and "+amount=100" in effects[1].detail
