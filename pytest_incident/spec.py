@@ -26,6 +26,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
 
+from .matching import DEFAULT_MATCH_ON, PARTS, is_part
+from .normalize import NORMALIZED, FieldNormalizer, Normalizer, PatternNormalizer
 from .spans import parse_timestamp
 from .yaml_loader import KeyPath, YamlDocument, YamlLoadError, format_path, load_yaml
 
@@ -51,8 +53,6 @@ NOT_SUPPORTED_YET: tuple[KeyPath, ...] = (
     ("injections",),
     ("repeat",),
     ("target", "asgi"),
-    ("sandbox", "email"),
-    ("sandbox", "jobs"),
     ("expect", "mutations"),
 )
 VERSION_LABEL = "pytest-incident 0.1"
@@ -97,6 +97,21 @@ class OutboundMode(enum.Enum):
 class UnmatchedMode(enum.Enum):
     ERROR = "error"
     BLOCK = "block"
+
+
+class EmailMode(enum.Enum):
+    STUB = "stub"  # SMTP connections go to the SMTP stub: accepted, recorded, not delivered
+    BLOCK = "block"  # SMTP connections are refused
+
+
+class JobsMode(enum.Enum):
+    RECORD = "record"  # job-queue connections go to the job stub: recorded, not dispatched
+    BLOCK = "block"  # job-queue connections are refused
+
+
+class ScheduledMode(enum.Enum):
+    HOLD = "hold"  # in-process schedulers start paused; PYTEST_INCIDENT_REPLAY=1 is set
+    RUN = "run"  # left alone
 
 
 @dataclass(frozen=True)
@@ -154,11 +169,20 @@ class Target:
     request_timeout_s: float = 30.0
 
 
+DEFAULT_QUEUES = ("localhost:6379",)
+
+
 @dataclass(frozen=True)
 class SandboxSpec:
     outbound: OutboundMode = OutboundMode.STUB
     allow: tuple[str, ...] = ()  # "host:port" or "[v6]:port"
     unmatched: UnmatchedMode = UnmatchedMode.ERROR
+    email: EmailMode = EmailMode.STUB
+    jobs: JobsMode = JobsMode.RECORD
+    queues: tuple[str, ...] = DEFAULT_QUEUES  # Redis endpoints the job stub stands in for
+    scheduled: ScheduledMode = ScheduledMode.HOLD
+    match_on: tuple[str, ...] = DEFAULT_MATCH_ON
+    normalize: tuple[Normalizer, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -380,10 +404,25 @@ def _schema() -> dict[str, Any]:
             "sandbox": mapping(
                 {
                     "outbound": {"enum": [mode.value for mode in OutboundMode]},
-                    "email": True,
-                    "jobs": True,
+                    "email": {"enum": [mode.value for mode in EmailMode]},
+                    "jobs": {"enum": [mode.value for mode in JobsMode]},
+                    "queues": text_or_list,
+                    "scheduled": {"enum": [mode.value for mode in ScheduledMode]},
                     "allow": text_or_list,
                     "unmatched": {"enum": [mode.value for mode in UnmatchedMode]},
+                    "match_on": text_or_list,
+                    "normalize": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "field": {"type": "string"},
+                                "pattern": {"type": "string"},
+                                "replace": {"type": "string"},
+                            },
+                        },
+                    },
                 }
             ),
             "expect": mapping(
@@ -788,22 +827,86 @@ class _Checker:
         return tuple(argv)
 
     def sandbox(self, data: dict[str, Any]) -> SandboxSpec | None:
-        allow: list[str] = []
+        allow = self.endpoints(data, "allow")
+        jobs = JobsMode(data.get("jobs", JobsMode.RECORD.value))
+        queues = self.endpoints(data, "queues") if "queues" in data else None
+        match_on = self.match_on(data)
+        normalize = self.normalizers(data.get("normalize") or [])
+        if (
+            allow is None
+            or match_on is None
+            or normalize is None
+            or ("queues" in data and queues is None)
+        ):
+            return None
+        if queues is not None:
+            for path, text in self.items(data, "queues", ("sandbox",)):
+                if text.strip() in allow:
+                    self.fail(
+                        path,
+                        f"{text.strip()!r} is also in sandbox.allow; an endpoint is "
+                        "either live or a job queue, not both",
+                    )
+                    return None
+        else:
+            queues = tuple(q for q in DEFAULT_QUEUES if q not in allow)
+        return SandboxSpec(
+            outbound=OutboundMode(data.get("outbound", OutboundMode.STUB.value)),
+            allow=allow,
+            unmatched=UnmatchedMode(data.get("unmatched", UnmatchedMode.ERROR.value)),
+            email=EmailMode(data.get("email", EmailMode.STUB.value)),
+            jobs=jobs,
+            queues=queues if jobs is JobsMode.RECORD else (),
+            scheduled=ScheduledMode(data.get("scheduled", ScheduledMode.HOLD.value)),
+            match_on=match_on,
+            normalize=normalize,
+        )
+
+    def endpoints(self, data: dict[str, Any], key: str) -> tuple[str, ...] | None:
+        found: list[str] = []
         ok = True
-        for path, text in self.items(data, "allow", ("sandbox",)):
+        for path, text in self.items(data, key, ("sandbox",)):
             problem = _check_host_port(text.strip())
             if problem:
                 self.fail(path, problem)
                 ok = False
             else:
-                allow.append(text.strip())
-        if not ok:
-            return None
-        return SandboxSpec(
-            outbound=OutboundMode(data.get("outbound", OutboundMode.STUB.value)),
-            allow=tuple(allow),
-            unmatched=UnmatchedMode(data.get("unmatched", UnmatchedMode.ERROR.value)),
-        )
+                found.append(text.strip())
+        return tuple(found) if ok else None
+
+    def match_on(self, data: dict[str, Any]) -> tuple[str, ...] | None:
+        if "match_on" not in data:
+            return DEFAULT_MATCH_ON
+        parts: list[str] = []
+        for path, text in self.items(data, "match_on", ("sandbox",)):
+            part = text.strip().lower()
+            if not is_part(part):
+                self.fail(path, f"{text!r} is not a part of a call; allowed: {', '.join(PARTS)}")
+                return None
+            parts.append(part)
+        return tuple(parts)
+
+    def normalizers(self, rules: list[dict[str, str]]) -> tuple[Normalizer, ...] | None:
+        found: list[Normalizer] = []
+        for i, rule in enumerate(rules):
+            path: KeyPath = ("sandbox", "normalize", i)
+            replacement = rule.get("replace", NORMALIZED)
+            if ("field" in rule) == ("pattern" in rule):
+                self.fail(
+                    path,
+                    "a normalizer needs exactly one of: field (a body field path "
+                    "such as metadata.request_id), pattern (a regular expression)",
+                )
+                return None
+            if "field" in rule:
+                found.append(FieldNormalizer(rule["field"], replacement))
+                continue
+            try:
+                found.append(PatternNormalizer(re.compile(rule["pattern"]), replacement))
+            except re.error as exc:
+                self.fail((*path, "pattern"), f"not a regular expression: {exc}")
+                return None
+        return tuple(found)
 
     def expect(self, data: dict[str, Any]) -> Expect | None:
         status = None

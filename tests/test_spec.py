@@ -447,8 +447,6 @@ def test_clickhouse_source_not_supported_yet(tmp_path: Path, source: str) -> Non
     [
         ("injections:\n  - {fail: connect, host: api.stripe.com}\n", 4, "injections"),
         ("repeat: {count: 10}\n", 4, "repeat"),
-        ("sandbox:\n  outbound: stub\n  email: stub\n", 6, "sandbox.email"),
-        ("sandbox:\n  jobs: record\n", 5, "sandbox.jobs"),
         ("expect:\n  status: '<500'\n  mutations: snapshot\n", 6, "expect.mutations"),
         ("target2: 1\n", 4, None),
     ],
@@ -597,3 +595,78 @@ def test_parse_duration(text: str | int | float, seconds: float) -> None:
 def test_parse_duration_rejects(text: str | int | float) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
+
+
+# --- side effects and matching (sandbox.email/jobs/queues/scheduled/match_on/normalize) ------
+
+
+def test_side_effect_defaults(tmp_path: Path) -> None:
+    sandbox = load(tmp_path, MINIMAL).sandbox
+    assert sandbox.email.value == "stub"
+    assert sandbox.jobs.value == "record"
+    assert sandbox.queues == ("localhost:6379",)
+    assert sandbox.scheduled.value == "hold"
+    assert sandbox.match_on == ("method", "scheme", "host", "port", "path", "query")
+    assert sandbox.normalize == ()
+
+
+def test_side_effect_keys_load(tmp_path: Path) -> None:
+    sandbox = load(
+        tmp_path,
+        MINIMAL
+        + """\
+sandbox:
+  email: block
+  jobs: record
+  queues: ["127.0.0.1:6380", "localhost:6379"]
+  scheduled: run
+  match_on: [method, host, path, body, "header:Idempotency-Key"]
+  normalize:
+    - {field: metadata.request_id}
+    - {pattern: "\\\\d{13}", replace: "<ms>"}
+""",
+    ).sandbox
+    assert (sandbox.email.value, sandbox.jobs.value, sandbox.scheduled.value) == (
+        "block",
+        "record",
+        "run",
+    )
+    assert sandbox.queues == ("127.0.0.1:6380", "localhost:6379")
+    assert sandbox.match_on == ("method", "host", "path", "body", "header:idempotency-key")
+    field, pattern = sandbox.normalize
+    assert field.path == "metadata.request_id"  # type: ignore[union-attr]
+    assert pattern.pattern.pattern == "\\d{13}"  # type: ignore[union-attr]
+    assert pattern.replacement == "<ms>"
+
+
+def test_allowed_endpoint_leaves_the_default_queues(tmp_path: Path) -> None:
+    spec = load(tmp_path, MINIMAL + 'sandbox: {allow: ["localhost:6379"]}\n')
+    assert spec.sandbox.queues == ()
+
+
+def test_jobs_block_serves_no_queue(tmp_path: Path) -> None:
+    assert load(tmp_path, MINIMAL + "sandbox: {jobs: block}\n").sandbox.queues == ()
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "message"),
+    [
+        ("sandbox:\n  match_on: [method, bodyy]\n", 5,
+         "sandbox.match_on[1]: 'bodyy' is not a part of a call; allowed: method, scheme, host, "
+         "port, path, query, body, header:<name>"),
+        ("sandbox:\n  normalize:\n    - {field: a, pattern: b}\n", 6,
+         "sandbox.normalize[0]: a normalizer needs exactly one of: field"),
+        ("sandbox:\n  normalize:\n    - {pattern: '(unclosed'}\n", 6,
+         "sandbox.normalize[0].pattern: not a regular expression"),
+        ("sandbox:\n  email: smtp\n", 5,
+         "sandbox.email: 'smtp' is not allowed; allowed: stub, block"),
+        ("sandbox:\n  allow: [localhost:6379]\n  queues: [localhost:6379]\n", 6,
+         "sandbox.queues[0]: 'localhost:6379' is also in sandbox.allow"),
+    ],
+)  # fmt: skip
+def test_side_effect_mistakes_point_at_their_line(
+    tmp_path: Path, body: str, line: int, message: str
+) -> None:
+    problem = error(tmp_path, MINIMAL + body)
+    assert problem.line == line
+    assert problem.message.startswith(message)
