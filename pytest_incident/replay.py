@@ -277,13 +277,20 @@ class IncidentReplay:
         finally:
             conn.close()
 
+    def _unrecorded_name(self, dest: str) -> str:
+        if self.dns is None or ":" not in dest:
+            return ""
+        name = self.dns.name_of(dest.rsplit(":", 1)[0])
+        return f"{name}: not a host in the recording" if name else ""
+
     def _sandbox_effects(self, process: TargetProcess) -> list[Effect]:
         effects: list[Effect] = []
         for event in process.read_events():
             if event.get("event") != "net" or event.get("action") == "redirect":
                 continue
             dest = event["dest"]
-            what = f"{event['call']} {dest}" + (f" ({event['host']})" if "host" in event else "")
+            host = event.get("host") or self._unrecorded_name(dest)
+            what = f"{event['call']} {dest}" + (f" ({host})" if host else "")
             outcome = Outcome.ALLOWED if event["action"] == "allow" else Outcome.BLOCKED
             effects.append(Effect(outcome, what, event.get("reason", "")))
         dropped = self.sink.take_count() if self.sink is not None else 0
@@ -292,13 +299,8 @@ class IncidentReplay:
                 Effect(Outcome.BLOCKED, f"{dropped} datagram(s)", "dropped by the sandbox's sink")
             )
         if self.dns is not None:
-            unknown = sorted(
-                {lookup.name for lookup in self.dns.take_lookups() if not lookup.known}
-            )
-            effects.extend(
-                Effect(Outcome.BLOCKED, f"dns {name}", "not a host in the recording: NXDOMAIN")
-                for name in unknown
-            )
+            self.dns.take_lookups()  # unrecorded hosts show up by name on their connects
+
         return effects
 
 

@@ -319,3 +319,26 @@ def test_unix_address_on_an_internet_socket_is_refused() -> None:
     decision = policy().decide(Socket(AF_INET, STREAM), SockAddr(AF_UNIX, "/tmp/x"))
     assert decision.action is Action.REFUSE
     assert decision.errno == errno.EAFNOSUPPORT
+
+
+SMTP_STUB = ("127.0.0.1", 40025)
+
+
+@pytest.mark.parametrize("addr", [v4("127.0.0.1", 587), v4("10.0.0.25", 25), v6("::1", 465)])
+def test_smtp_ports_go_to_the_smtp_stub_from_any_address(addr: SockAddr) -> None:
+    p = SandboxPolicy(port_redirects={587: SMTP_STUB, 25: SMTP_STUB, 465: SMTP_STUB})
+    decision = decide(p, STREAM, addr)
+    assert decision.action is Action.REDIRECT
+    assert decision.to == SMTP_STUB
+
+
+def test_allow_wins_over_a_port_redirect() -> None:
+    p = SandboxPolicy(allow=frozenset({("127.0.0.1", 25)}), port_redirects={25: SMTP_STUB})
+    assert decide(p, STREAM, v4("127.0.0.1", 25)).action is Action.ALLOW
+
+
+def test_port_redirects_round_trip_and_must_be_loopback() -> None:
+    p = SandboxPolicy(port_redirects={587: SMTP_STUB})
+    assert SandboxPolicy.from_json(p.to_json()) == p
+    with pytest.raises(ValueError, match="not a loopback address"):
+        SandboxPolicy(port_redirects={587: (FAR_NAMESERVER, 25)})

@@ -161,17 +161,20 @@ def test_recorded_host_resolves_through_dns_stub_and_is_redirected(
             s.sendall(b"to the stub")
             s.close()
             try:
-                socket.getaddrinfo("not-recorded.example", 80)
-            except socket.gaierror:
-                print("unknown host does not resolve")
+                socket.create_connection(("not-recorded.example", 80), timeout=2)
+            except ConnectionRefusedError:
+                print("unrecorded host resolves, its connect is refused")
         """,
         )
         assert proc.returncode == 0, proc.stderr
-        assert "unknown host does not resolve" in proc.stdout
+        assert "unrecorded host resolves, its connect is refused" in proc.stdout
         conn, _ = listener.accept()
         assert conn.recv(20) == b"to the stub"
         conn.close()
-        [event] = net_events(events)
+        event, refused = net_events(events)
+        assert refused["action"] == "refuse"
+        assert refused["dest"] == dns.unrecorded["not-recorded.example"] + ":80"
+        assert dns.name_of(dns.unrecorded["not-recorded.example"]) == "not-recorded.example"
         assert event["action"] == "redirect"
         assert event["host"] == "api.payments.example"
         assert event["to"] == f"127.0.0.1:{port_of(listener)}"

@@ -78,10 +78,13 @@ class SandboxPolicy:
     allow: frozenset[tuple[str, int]] = frozenset()
     dns: tuple[str, int] | None = None
     sink: tuple[str, int] | None = None  # where datagrams that may not go anywhere are dropped
+    # stream connects to these ports, at any address, go to a stub (SMTP: email is accepted
+    # and recorded, never delivered); after redirects and allow, before refusal
+    port_redirects: Mapping[int, tuple[str, int]] = field(default_factory=dict)
     hostnames: Mapping[str, str] = field(default_factory=dict)  # mapped ip -> hostname
 
     def __post_init__(self) -> None:
-        endpoints = [*self.redirects.values(), *self.allow]
+        endpoints = [*self.redirects.values(), *self.allow, *self.port_redirects.values()]
         endpoints.extend(e for e in (self.dns, self.sink) if e)
         for ip, port in endpoints:
             if not _loopback(ip):
@@ -121,7 +124,7 @@ class SandboxPolicy:
     def own_endpoints(self) -> frozenset[tuple[str, int]]:
         """The sandbox's stubs and sink: reachable directly too (a caller's buffer that was
         rewritten in place, such as a resolver's nameserver address, keeps working)."""
-        own = set(self.redirects.values())
+        own = set(self.redirects.values()) | set(self.port_redirects.values())
         own.update(e for e in (self.dns, self.sink) if e)
         return frozenset(own)
 
@@ -144,6 +147,13 @@ class SandboxPolicy:
             )
         if (ip, port) in self.allow and addr.is_loopback:
             return Decision(Action.ALLOW, "in sandbox.allow")
+        if not dgram and port in self.port_redirects:
+            return Decision(
+                Action.REDIRECT,
+                "served by the stub for this port",
+                to=self.port_redirects[port],
+                host=host,
+            )
         if dgram and addr.is_loopback and self.sink is not None:
             # Connecting a datagram socket sends nothing (getaddrinfo's address sorting does
             # it for every candidate: those are not reported); what is sent goes to the sink.
@@ -178,6 +188,9 @@ class SandboxPolicy:
                 "allow": sorted([ip, port] for ip, port in self.allow),
                 "dns": list(self.dns) if self.dns else None,
                 "sink": list(self.sink) if self.sink else None,
+                "port_redirects": [
+                    [port, to[0], to[1]] for port, to in self.port_redirects.items()
+                ],
                 "hostnames": dict(self.hostnames),
             }
         )
@@ -190,5 +203,8 @@ class SandboxPolicy:
             allow=frozenset((a[0], int(a[1])) for a in data["allow"]),
             dns=(data["dns"][0], int(data["dns"][1])) if data["dns"] else None,
             sink=(data["sink"][0], int(data["sink"][1])) if data.get("sink") else None,
+            port_redirects={
+                int(p): (ip, int(port)) for p, ip, port in data.get("port_redirects", [])
+            },
             hostnames=data["hostnames"],
         )
