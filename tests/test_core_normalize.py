@@ -107,7 +107,7 @@ def test_miss_shows_a_body_diff_against_the_nearest_call() -> None:
     best = nearest(request, calls, set(), rules)[0]
     assert best.call.order == 0 and best.differs == ("body",)
     assert '- "amount": 900,' in best.diff and '+ "amount": 2900,' in best.diff
-    assert "    - \"amount\": 900," in best.describe()  # indented under the call
+    assert '    - "amount": 900,' in best.describe()  # indented under the call
 
 
 def test_book_serves_by_body_and_reports_the_diff_on_a_miss() -> None:
