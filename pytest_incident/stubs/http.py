@@ -5,10 +5,16 @@
 # open and never answered until the client gives up or the item ends; unmatched calls get a
 # 502 explaining the miss (or a dropped connection when `unmatched: block`). Keep-alive is
 # honoured, so a client's connection pool works as in production.
+#
+# HTTPS: given a server-side SSLContext (stubs/tls.py: a leaf certificate for the recorded
+# host), each accepted connection is wrapped and its handshake run in that connection's
+# thread; a failed handshake ends that connection only. Everything after the handshake is
+# the same over the TLS socket.
 from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 
@@ -28,9 +34,13 @@ class Endpoint:
 
 
 class HttpStub:
-    def __init__(self, endpoint: Endpoint, book: ReplayBook) -> None:
+    def __init__(
+        self, endpoint: Endpoint, book: ReplayBook, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.book = book
+        self.tls = tls
+        self._closed = False
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -50,18 +60,35 @@ class HttpStub:
             except OSError:
                 return
             with self._lock:
+                if self._closed:
+                    conn.close()
+                    return
                 self._conns.add(conn)
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
         try:
+            if self.tls is not None:
+                tls_conn = self._wrap(conn, self.tls)
+                conn = tls_conn
+                tls_conn.do_handshake()  # here, not in _accept: a bad client stalls no one
             self._serve_connection(conn)
-        except (OSError, h11.ProtocolError):
+        except (OSError, h11.ProtocolError):  # ssl.SSLError is an OSError
             pass
         finally:
             with self._lock:
                 self._conns.discard(conn)
             conn.close()
+
+    def _wrap(self, conn: socket.socket, tls: ssl.SSLContext) -> ssl.SSLSocket:
+        """The TLS socket for `conn`, put where close() finds it (no I/O yet)."""
+        with self._lock:
+            if self._closed:
+                raise ConnectionAbortedError("the stub is closing")
+            tls_conn = tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            self._conns.discard(conn)
+            self._conns.add(tls_conn)
+        return tls_conn
 
     def _serve_connection(self, conn: socket.socket) -> None:
         h = h11.Connection(h11.SERVER)
@@ -141,8 +168,11 @@ class HttpStub:
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self._lock:
+            self._closed = True
             conns = list(self._conns)
         for conn in conns:
             with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+                # The plain socket's shutdown, also for a TLS one: SSLSocket.shutdown would
+                # drop its TLS state under the thread still using it.
+                socket.socket.shutdown(conn, socket.SHUT_RDWR)
         self._thread.join(timeout=2)
