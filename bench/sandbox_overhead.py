@@ -37,14 +37,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pytest_incident.book import UnmatchedAction  # noqa: E402
 from pytest_incident.effects import Outcome  # noqa: E402
 from pytest_incident.frozen import read_spans  # noqa: E402
-from pytest_incident.replay import IncidentReplay, ReplayOptions, TargetConfig  # noqa: E402
+from pytest_incident.replay import IncidentReplay, ReplayOptions, replay_for_spec  # noqa: E402
 from pytest_incident.sandbox.policy import SandboxPolicy  # noqa: E402
 from pytest_incident.selection import select_requests  # noqa: E402
 from pytest_incident.spans import RecordedRequest  # noqa: E402
-from pytest_incident.spec import IncidentSpec, OutboundMode, load_incident  # noqa: E402
+from pytest_incident.spec import IncidentSpec, load_incident  # noqa: E402
 from pytest_incident.target import free_port  # noqa: E402
 
 DEMO = ROOT / "incidents" / "2024-05-signup.yaml"
@@ -76,19 +75,10 @@ def make_replay(
     sandboxed: bool,
 ) -> IncidentReplay:
     target = spec.target
-    replay = IncidentReplay(
-        requests=requests,
-        target=TargetConfig(
-            wsgi=target.wsgi,
-            command=target.command,
-            env=target.env,
-            cwd=target.cwd or ROOT,
-            ready_timeout_s=target.ready_timeout_s,
-            request_timeout_s=target.request_timeout_s,
-        ),
-        allow=spec.sandbox.allow,
-        outbound_stub=spec.sandbox.outbound is OutboundMode.STUB,
-        unmatched=UnmatchedAction(spec.sandbox.unmatched.value),
+    replay = replay_for_spec(
+        spec,
+        requests,
+        rootdir=ROOT,
         workdir=workdir,
         options=ReplayOptions(speed=speed, sandboxed=sandboxed),
     )

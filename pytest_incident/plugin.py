@@ -248,27 +248,14 @@ class IncidentFile(pytest.File):
     def replay_environment(self) -> IncidentReplay:
         """The file's stubs and target, built by its first item (after that item's fixtures,
         so a fixture can prepare what the target needs) and reused by the others."""
-        from .book import UnmatchedAction
-        from .replay import IncidentReplay, ReplayOptions, TargetConfig
-        from .spec import OutboundMode
+        from .replay import ReplayOptions, replay_for_spec
 
         if self.replay is None:
-            spec = self.spec
-            target = spec.target
-            self._tmp = tempfile.TemporaryDirectory(prefix=f"incident-{spec.name}-")
-            self.replay = IncidentReplay(
-                requests=[i.request for i in self.collect_items()],
-                target=TargetConfig(
-                    wsgi=target.wsgi,
-                    command=target.command,
-                    env=target.env,
-                    cwd=target.cwd or self.config.rootpath,
-                    ready_timeout_s=target.ready_timeout_s,
-                    request_timeout_s=target.request_timeout_s,
-                ),
-                allow=spec.sandbox.allow,
-                outbound_stub=spec.sandbox.outbound is OutboundMode.STUB,
-                unmatched=UnmatchedAction(spec.sandbox.unmatched.value),
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"incident-{self.spec.name}-")
+            self.replay = replay_for_spec(
+                self.spec,
+                [i.request for i in self.collect_items()],
+                rootdir=self.config.rootpath,
                 workdir=Path(self._tmp.name),
                 options=ReplayOptions(speed=self.config.stash[state_key].speed),
             )

@@ -10,21 +10,27 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import os
+import ssl
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from .book import ReplayBook, UnmatchedAction
 from .effects import Effect, Outcome
+from .matching import MatchRules
 from .sandbox.policy import SandboxPolicy
 from .sandbox.sockaddr import split_endpoint
 from .spans import OutboundCall, RecordedRequest
+from .spec import EmailMode, IncidentSpec, OutboundMode, ScheduledMode
 from .stubs.dns import DnsStub
 from .stubs.http import Endpoint, HttpStub
+from .stubs.jobs import JobQueueStub
 from .stubs.sink import DatagramSink
+from .stubs.smtp import SmtpStub
+from .stubs.tls import IncidentCA, trust_env
 from .target import Launch, TargetError, TargetProcess, describe_exit, free_port
 
 MAPPED_NET = ipaddress.IPv4Address("127.77.0.0")
@@ -39,6 +45,25 @@ class ReplayConfigError(Exception):
 class ReplayOptions:
     speed: float = 1.0  # recorded latencies are divided by this; inf = no latency
     sandboxed: bool = True  # False only for benchmarks: no tracer, env points at the stubs
+
+
+SMTP_PORTS = (25, 587, 2525)  # plain, STARTTLS offered
+SMTPS_PORT = 465  # implicit TLS
+REPLAY_ENV = "PYTEST_INCIDENT_REPLAY"  # "1" in every target: a replay is running
+SCHEDULED_ENV = "PYTEST_INCIDENT_SCHEDULED"  # "hold": in-process schedulers start paused
+
+
+@dataclass(frozen=True)
+class SideEffects:
+    """What the sandbox does with each kind of side effect (from `sandbox:`)."""
+
+    allow: tuple[str, ...] = ()
+    outbound_stub: bool = True
+    unmatched: UnmatchedAction = UnmatchedAction.ERROR
+    email_stub: bool = True  # SMTP goes to the SMTP stub (else refused)
+    queues: tuple[str, ...] = ()  # Redis endpoints the job stub stands in for
+    hold_schedules: bool = True
+    match: MatchRules = field(default_factory=MatchRules)
 
 
 @dataclass(frozen=True)
@@ -103,21 +128,26 @@ class IncidentReplay:
         self,
         requests: Sequence[RecordedRequest],
         target: TargetConfig,
-        allow: Sequence[str],
-        outbound_stub: bool,
-        unmatched: UnmatchedAction,
+        effects: SideEffects,
         workdir: Path,
         options: ReplayOptions = ReplayOptions(),
     ) -> None:
         self.target_config = target
+        self.effects = effects
         self.options = options
         self.workdir = workdir
-        self.book = ReplayBook(unmatched=unmatched, speed=options.speed)
+        self.book = ReplayBook(
+            unmatched=effects.unmatched, speed=options.speed, match_on=effects.match
+        )
         calls = [call for request in requests for call in request.outbound]
         self.addresses = mapped_addresses(c.host.lower() for c in calls)
-        self.allow = resolve_allow(allow)
-        self.endpoints = endpoints_of(calls) if outbound_stub else []
+        self.allow = resolve_allow(effects.allow)
+        self.queues = resolve_allow(effects.queues)
+        self.endpoints = endpoints_of(calls) if effects.outbound_stub else []
+        self.ca: IncidentCA | None = None
         self.stubs: dict[Endpoint, HttpStub] = {}
+        self.smtp: dict[int, SmtpStub] = {}
+        self.jobs: JobQueueStub | None = None
         self.dns: DnsStub | None = None
         self.sink: DatagramSink | None = None
         self.process: TargetProcess | None = None
@@ -129,12 +159,7 @@ class IncidentReplay:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             if self.dns is None:
-                for endpoint in self.endpoints:
-                    if endpoint.scheme != "http":
-                        continue  # HTTPS stubs arrive with their CA; until then: refused
-                    self.stubs[endpoint] = HttpStub(endpoint, self.book)
-                self.dns = DnsStub(self.addresses)
-                self.sink = DatagramSink()
+                self._start_stubs()
             if self.process is None:
                 self.process = TargetProcess(self._launch(), self._policy(), self.workdir)
             if not self.process.alive():
@@ -145,6 +170,34 @@ class IncidentReplay:
                 self.process.stop()
             raise
 
+    def _start_stubs(self) -> None:
+        ca = self.ca = IncidentCA()
+        for endpoint in self.endpoints:
+            tls = ca.server_context(endpoint.host) if endpoint.scheme == "https" else None
+            self.stubs[endpoint] = HttpStub(endpoint, self.book, tls=tls)
+        if self.effects.email_stub:
+            plain = SmtpStub(self.book, tls=self._any_host_tls())
+            self.smtp = {port: plain for port in SMTP_PORTS}
+            self.smtp[SMTPS_PORT] = SmtpStub(self.book, tls=self._any_host_tls(), implicit_tls=True)
+        if self.queues:
+            self.jobs = JobQueueStub(self.book)
+        self.dns = DnsStub(self.addresses)
+        self.sink = DatagramSink()
+
+    def _any_host_tls(self) -> ssl.SSLContext:
+        """A server context that presents a certificate for whatever name the client asks
+        for (SNI): mail hosts are not known before the target connects."""
+        assert self.ca is not None
+        ca = self.ca
+        context = ca.server_context("localhost")
+
+        def choose(sock: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
+            if name:
+                sock.context = ca.server_context(name)
+
+        context.sni_callback = choose
+        return context
+
     def _policy(self) -> SandboxPolicy | None:
         if not self.options.sandboxed:
             return None
@@ -152,11 +205,14 @@ class IncidentReplay:
         redirects = {
             (self.addresses[e.host], e.port): stub.address for e, stub in self.stubs.items()
         }
+        if self.jobs is not None:
+            redirects.update({endpoint: self.jobs.address for endpoint in self.queues})
         return SandboxPolicy(
             redirects=redirects,
             allow=self.allow,
             dns=self.dns.address,
             sink=self.sink.address if self.sink else None,
+            port_redirects={port: stub.address for port, stub in self.smtp.items()},
             hostnames={ip: host for host, ip in self.addresses.items()},
         )
 
@@ -183,6 +239,12 @@ class IncidentReplay:
         paths = [str(config.cwd), env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         env["PYTHONUNBUFFERED"] = "1"
+        env[REPLAY_ENV] = "1"
+        if self.effects.hold_schedules:
+            env[SCHEDULED_ENV] = "hold"
+        if self.ca is not None:
+            files = self.ca.write_files(self.workdir / "tls")
+            env.update(trust_env(files, pythonpath=env["PYTHONPATH"]))
         env.update(config.env)
         if not self.options.sandboxed:
             env.update(self.unsandboxed_env(config.env))
@@ -225,6 +287,12 @@ class IncidentReplay:
         for stub in self.stubs.values():
             stub.close()
         self.stubs.clear()
+        for smtp in set(self.smtp.values()):
+            smtp.close()
+        self.smtp.clear()
+        if self.jobs is not None:
+            self.jobs.close()
+            self.jobs = None
         if self.dns is not None:
             self.dns.close()
             self.dns = None
@@ -304,11 +372,46 @@ class IncidentReplay:
         return effects
 
 
+def replay_for_spec(
+    spec: IncidentSpec,
+    requests: Sequence[RecordedRequest],
+    rootdir: Path,
+    workdir: Path,
+    options: ReplayOptions = ReplayOptions(),
+) -> IncidentReplay:
+    """The replay environment an incident file describes (not started yet)."""
+    target, sandbox = spec.target, spec.sandbox
+    return IncidentReplay(
+        requests=requests,
+        target=TargetConfig(
+            wsgi=target.wsgi,
+            command=target.command,
+            env=target.env,
+            cwd=target.cwd or rootdir,
+            ready_timeout_s=target.ready_timeout_s,
+            request_timeout_s=target.request_timeout_s,
+        ),
+        effects=SideEffects(
+            allow=sandbox.allow,
+            outbound_stub=sandbox.outbound is OutboundMode.STUB,
+            unmatched=UnmatchedAction(sandbox.unmatched.value),
+            email_stub=sandbox.email is EmailMode.STUB,
+            queues=sandbox.queues,
+            hold_schedules=sandbox.scheduled is ScheduledMode.HOLD,
+            match=MatchRules(sandbox.match_on, sandbox.normalize),
+        ),
+        workdir=workdir,
+        options=options,
+    )
+
+
 __all__ = [
     "IncidentReplay",
     "ReplayConfigError",
     "ReplayOptions",
     "ReplayResult",
+    "SideEffects",
     "TargetConfig",
     "TargetError",
+    "replay_for_spec",
 ]

@@ -5,6 +5,10 @@ from pathlib import Path
 
 import pytest
 
+# Imported once here: in-process pytester runs restore sys.modules afterwards, and a second
+# import of cryptography (through trustme) breaks its type checks in the next run.
+import pytest_incident.replay  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_YAML = "incidents/2024-05-signup.yaml"
 

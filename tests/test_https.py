@@ -493,7 +493,7 @@ def test_the_hook_chains_to_the_sitecustomize_it_shadows(world: World) -> None:
         """
         import ssl, sys, certifi, sitecustomize
         print(sitecustomize.MARK)
-        print(any("sitecustomize" in p or p.endswith("trust") for p in sys.path))
+        print(any("sitecustomize" in p or p.endswith("target_hooks") for p in sys.path))
         context = ssl.create_default_context(cafile=certifi.where())
         print(any(dict(c["subject"][0]).get("organizationName") == "pytest-incident"
                   for c in context.get_ca_certs()))

@@ -373,3 +373,42 @@ usefixtures: [db]
     )
     result = demo.runpytest("--incident=needs-db")
     result.assert_outcomes(passed=2)
+
+
+SCHEDULED_APP = """
+import os, pathlib
+from apscheduler.schedulers.background import BackgroundScheduler
+
+def tick():
+    pathlib.Path("ticked").write_text("the scheduled job ran")
+
+scheduler = BackgroundScheduler()
+scheduler.add_job(tick, "interval", seconds=0.05)
+scheduler.start()
+
+def app(environ, start_response):
+    import time
+    deadline = time.monotonic() + 1.0  # a fair chance for the job to fire, held or not
+    while not pathlib.Path("ticked").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    start_response("200 OK", [("content-type", "text/plain")])
+    return [os.environ.get("PYTEST_INCIDENT_REPLAY", "").encode()]
+"""
+
+
+@pytest.mark.parametrize("mode", ["hold", "run"])
+def test_scheduled_jobs_are_held_during_a_replay(demo: pytest.Pytester, mode: str) -> None:
+    pytest.importorskip("apscheduler")
+    demo.makepyfile(scheduled_app=SCHEDULED_APP)
+    write_incident(
+        demo,
+        "scheduled",
+        f"""
+select: {{routes: ["GET /health"]}}
+target: {{wsgi: "scheduled_app:app"}}
+sandbox: {{scheduled: {mode}}}
+""",
+    )
+    result = demo.runpytest("--incident=scheduled")
+    result.assert_outcomes(passed=2)
+    assert (demo.path / "ticked").exists() is (mode == "run")

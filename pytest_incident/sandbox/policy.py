@@ -168,7 +168,7 @@ class SandboxPolicy:
         if host:
             return Decision(
                 Action.REFUSE,
-                f"recorded host {host} has no stub for port {port} (HTTP stubs only so far)",
+                f"recorded host {host} has no recording for port {port}",
                 errno=refused,
                 host=host,
             )

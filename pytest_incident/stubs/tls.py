@@ -5,7 +5,7 @@
 # names exactly one recorded host (its SAN), so a stub cannot pass for another host. The
 # target is made to trust the CA twice over: through the variables TLS libraries read
 # (SSL_CERT_FILE and friends point at the system bundle plus our CA, so live loopback TLS
-# keeps its usual roots), and through `pytest_incident/trust/sitecustomize.py` on the
+# keeps its usual roots), and through `pytest_incident/target_hooks/sitecustomize.py` on the
 # target's PYTHONPATH, which adds the CA to every Python SSLContext, including those that
 # load a bundle of their own (certifi, an SDK's bundled CA file).
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import trustme
 
-TRUST_HOOK_DIR = Path(__file__).resolve().parent.parent / "trust"  # holds sitecustomize.py
+TRUST_HOOK_DIR = Path(__file__).resolve().parent.parent / "target_hooks"  # holds sitecustomize.py
 CA_ENV = "PYTEST_INCIDENT_CA"  # read by the trust hook
 BUNDLE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 

@@ -1,6 +1,7 @@
-# pytest-incident's trust hook, imported by Python at startup in the TARGET (this directory
+# pytest-incident's hooks inside the TARGET, imported by Python at startup (this directory
 # is put first on its PYTHONPATH). Standard library only; imports nothing from pytest_incident.
 #
+# 1. Trust (PYTEST_INCIDENT_CA).
 # Strategy: when PYTEST_INCIDENT_CA names a PEM file, every ssl.SSLContext also trusts that
 # CA. SSL_CERT_FILE and REQUESTS_CA_BUNDLE are not enough: certifi users (httpx, urllib3 and
 # requests by default) and SDKs shipping their own bundle (stripe's data/ca-certificates.crt)
@@ -8,6 +9,11 @@
 # load_verify_locations (cafile/capath/cadata), load_default_certs or set_default_verify_paths,
 # so each is wrapped: after the original call succeeds, our CA is loaded too (OpenSSL ignores
 # a certificate it already holds). A context that loads no roots trusts nothing, as before.
+#
+# 2. Scheduled work (PYTEST_INCIDENT_SCHEDULED=hold): a replay re-runs requests, not the
+# target's timers. APScheduler 3 schedulers start paused: BaseScheduler.start is patched when
+# (and only if) the target imports it, so targets without it pay nothing. Other schedulers
+# can check the same variable (PYTEST_INCIDENT_REPLAY=1 is set in every replay).
 #
 # Then the sitecustomize this one shadows, if any, is imported in its place under its own
 # name. Nothing here may break the target: any failure is one line on stderr.
@@ -63,6 +69,53 @@ def _trust(ca_pem: str) -> None:
         wrap(name)
 
 
+APSCHEDULER_BASE = "apscheduler.schedulers.base"
+
+
+def _hold_apscheduler(module: Any) -> None:
+    scheduler = module.BaseScheduler
+    original = scheduler.start
+
+    @functools.wraps(original)
+    def start(self: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs["paused"] = True
+        with contextlib.suppress(Exception):
+            print("pytest-incident: APScheduler started paused (sandbox.scheduled: hold)",
+                  file=sys.stderr)  # fmt: skip
+        return original(self, *args, **kwargs)
+
+    scheduler.start = start
+
+
+class _AfterImport:
+    """A meta-path finder that runs `patch(module)` once `name` has been imported."""
+
+    def __init__(self, name: str, patch: Callable[[Any], None]) -> None:
+        self.name = name
+        self.patch = patch
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # one module, once; find it with the other finders
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        exec_module = loader.exec_module
+        patch = self.patch
+
+        def exec_and_patch(module: Any) -> None:
+            exec_module(module)
+            try:
+                patch(module)
+            except Exception as exc:
+                _say(f"could not hold {fullname}: {exc!r}")
+
+        loader.exec_module = exec_and_patch  # type: ignore[method-assign]
+        return spec
+
+
 def _chain() -> None:
     """Import the sitecustomize found after this directory, as `sitecustomize`."""
     here = os.path.normcase(_HERE)
@@ -90,6 +143,8 @@ def _main() -> None:
                 _trust(f.read())
         except Exception as exc:
             _say(f"the incident CA is not trusted: {exc!r}")
+    if os.environ.get("PYTEST_INCIDENT_SCHEDULED") == "hold":
+        sys.meta_path.insert(0, _AfterImport(APSCHEDULER_BASE, _hold_apscheduler))
     try:
         _chain()
     except Exception as exc:
