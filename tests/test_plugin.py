@@ -412,3 +412,89 @@ sandbox: {{scheduled: {mode}}}
     result = demo.runpytest("--incident=scheduled")
     result.assert_outcomes(passed=2)
     assert (demo.path / "ticked").exists() is (mode == "run")
+
+
+BODY_APP = """
+import json, os, requests
+
+def app(environ, start_response):
+    # the new code charges a different amount than production did
+    r = requests.post(os.environ["PAYMENTS_URL"] + "/v1/charges",
+                      json={"customer": "cus_demo", "amount": 901, "currency": "usd"}, timeout=2)
+    start_response("201 Created", [("content-type", "application/json")])
+    return [json.dumps({"upstream": r.status_code}).encode()]
+"""
+
+
+def test_body_mismatch_names_the_nearest_call_with_a_diff(demo: pytest.Pytester) -> None:
+    demo.makepyfile(body_app=BODY_APP)
+    write_incident(
+        demo,
+        "bodies",
+        """
+select: {routes: ["POST /signup"], status: "201"}
+target:
+  wsgi: body_app:app
+  env: {PAYMENTS_URL: "http://api.payments.example"}
+sandbox:
+  match_on: [method, host, path, body]
+  normalize: [{field: customer}]
+""",
+    )
+    result = demo.runpytest("--incident=bodies", "-x")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "  unmatched POST http://api.payments.example/v1/charges  nearest recorded calls:",
+            "*POST http://api.payments.example/v1/charges -> 201  (differs in body)",
+            "*--- recorded",
+            "*+++ now",
+            '*-*"amount": *900,',
+            '*+*"amount": 901,',
+        ]
+    )
+    assert "cus_demo" not in result.stdout.str()  # normalized away on both sides
+
+
+SIDE_EFFECTS_APP = """
+import smtplib
+from email.message import EmailMessage
+import redis, rq
+
+def app(environ, start_response):
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "shop@example.com", "ada@example.com", "Welcome!"
+    msg.set_content("hello")
+    with smtplib.SMTP("smtp.mail.example", 587, timeout=5) as smtp:
+        smtp.starttls()
+        smtp.login("shop", "secret")
+        smtp.send_message(msg)
+    queue = rq.Queue("welcome", connection=redis.Redis.from_url("redis://localhost:6379/0"))
+    queue.enqueue("tasks.send_welcome", "ada@example.com")
+    start_response("500 Internal Server Error", [("content-type", "text/plain")])
+    return [b"failing on purpose so the side-effect log is shown"]
+"""
+
+
+def test_emails_and_jobs_are_recorded_not_delivered(demo: pytest.Pytester) -> None:
+    pytest.importorskip("rq")
+    demo.makepyfile(side_effects_app=SIDE_EFFECTS_APP)
+    write_incident(
+        demo,
+        "side-effects",
+        """
+select: {routes: ["GET /health"]}
+target: {wsgi: "side_effects_app:app"}
+expect: {status: "<500"}
+""",
+    )
+    result = demo.runpytest("--incident=side-effects", "-x")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "outbound calls:",
+            "  email     mail from shop@example.com to ada@example.com  subject: Welcome!*"
+            "not delivered*",
+            "  job       rq welcome: tasks.send_welcome('ada@example.com')  job *, not dispatched",
+        ]
+    )
