@@ -24,6 +24,8 @@ from . import hookspecs
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr
 
+    from .book import ReplayBook
+    from .hookspecs import PortStub
     from .replay import IncidentReplay, ReplayResult
     from .spans import RecordedRequest
     from .spec import IncidentSpec
@@ -252,12 +254,23 @@ class IncidentFile(pytest.File):
 
         if self.replay is None:
             self._tmp = tempfile.TemporaryDirectory(prefix=f"incident-{self.spec.name}-")
+            spec, hook = self.spec, self.ihook
+            normalizers = hook.pytest_incident_normalizers(spec=spec, config=self.config)
+
+            def port_stubs(book: ReplayBook) -> dict[int, PortStub]:
+                found: dict[int, PortStub] = {}
+                for stubs in hook.pytest_incident_port_stubs(spec=spec, book=book):
+                    found.update(stubs)
+                return found
+
             self.replay = replay_for_spec(
-                self.spec,
+                spec,
                 [i.request for i in self.collect_items()],
                 rootdir=self.config.rootpath,
                 workdir=Path(self._tmp.name),
                 options=ReplayOptions(speed=self.config.stash[state_key].speed),
+                normalizers=[n for found in normalizers for n in found],
+                port_stubs=port_stubs,
             )
         return self.replay
 

@@ -13,14 +13,16 @@ import os
 import ssl
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from .book import ReplayBook, UnmatchedAction
 from .effects import Effect, Outcome
+from .hookspecs import PortStub
 from .matching import MatchRules
+from .normalize import Normalizer
 from .sandbox.policy import SandboxPolicy
 from .sandbox.sockaddr import split_endpoint
 from .spans import OutboundCall, RecordedRequest
@@ -131,9 +133,11 @@ class IncidentReplay:
         effects: SideEffects,
         workdir: Path,
         options: ReplayOptions = ReplayOptions(),
+        port_stubs: Callable[[ReplayBook], Mapping[int, PortStub]] | None = None,
     ) -> None:
         self.target_config = target
         self.effects = effects
+        self.make_port_stubs = port_stubs
         self.options = options
         self.workdir = workdir
         self.book = ReplayBook(
@@ -147,6 +151,7 @@ class IncidentReplay:
         self.ca: IncidentCA | None = None
         self.stubs: dict[Endpoint, HttpStub] = {}
         self.smtp: dict[int, SmtpStub] = {}
+        self.port_stubs: dict[int, PortStub] = {}
         self.jobs: JobQueueStub | None = None
         self.dns: DnsStub | None = None
         self.sink: DatagramSink | None = None
@@ -181,6 +186,8 @@ class IncidentReplay:
             self.smtp[SMTPS_PORT] = SmtpStub(self.book, tls=self._any_host_tls(), implicit_tls=True)
         if self.queues:
             self.jobs = JobQueueStub(self.book)
+        if self.make_port_stubs is not None:
+            self.port_stubs = dict(self.make_port_stubs(self.book))
         self.dns = DnsStub(self.addresses)
         self.sink = DatagramSink()
 
@@ -212,7 +219,9 @@ class IncidentReplay:
             allow=self.allow,
             dns=self.dns.address,
             sink=self.sink.address if self.sink else None,
-            port_redirects={port: stub.address for port, stub in self.smtp.items()},
+            port_redirects={
+                port: stub.address for port, stub in (*self.smtp.items(), *self.port_stubs.items())
+            },
             hostnames={ip: host for host, ip in self.addresses.items()},
         )
 
@@ -293,6 +302,9 @@ class IncidentReplay:
         if self.jobs is not None:
             self.jobs.close()
             self.jobs = None
+        for port_stub in self.port_stubs.values():
+            port_stub.close()
+        self.port_stubs.clear()
         if self.dns is not None:
             self.dns.close()
             self.dns = None
@@ -378,8 +390,11 @@ def replay_for_spec(
     rootdir: Path,
     workdir: Path,
     options: ReplayOptions = ReplayOptions(),
+    normalizers: Sequence[Normalizer] = (),
+    port_stubs: Callable[[ReplayBook], Mapping[int, PortStub]] | None = None,
 ) -> IncidentReplay:
-    """The replay environment an incident file describes (not started yet)."""
+    """The replay environment an incident file describes (not started yet); `normalizers`
+    and `port_stubs` come from plugins (see hookspecs)."""
     target, sandbox = spec.target, spec.sandbox
     return IncidentReplay(
         requests=requests,
@@ -398,10 +413,11 @@ def replay_for_spec(
             email_stub=sandbox.email is EmailMode.STUB,
             queues=sandbox.queues,
             hold_schedules=sandbox.scheduled is ScheduledMode.HOLD,
-            match=MatchRules(sandbox.match_on, sandbox.normalize),
+            match=MatchRules(sandbox.match_on, (*sandbox.normalize, *normalizers)),
         ),
         workdir=workdir,
         options=options,
+        port_stubs=port_stubs,
     )
 
 

@@ -498,3 +498,87 @@ expect: {status: "<500"}
             "  job       rq welcome: tasks.send_welcome('ada@example.com')  job *, not dispatched",
         ]
     )
+
+
+PORT_STUB_PLUGIN = """
+import socket, threading
+import pytest
+from pytest_incident.effects import Effect, Outcome
+from pytest_incident.normalize import FieldNormalizer
+
+
+class MemcacheStub:
+    '''Answers every memcached command with END and records what was asked.'''
+
+    def __init__(self, book):
+        self.book = book
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.address = self.sock.getsockname()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            line = conn.makefile("rb").readline().decode().strip()
+            self.book.add(Effect(Outcome.BLOCKED, f"memcache {line}", "served by the plugin"))
+            conn.sendall(b"END\\r\\n")
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.hookimpl
+def pytest_incident_port_stubs(spec, book):
+    return {11211: MemcacheStub(book)}
+
+
+@pytest.hookimpl
+def pytest_incident_normalizers(spec, config):
+    return [FieldNormalizer("customer")]
+
+
+@pytest.hookimpl
+def pytest_incident_replayed(item, result, verdict):
+    rules = item.parent.replay.book.match_on
+    item.config.rootpath.joinpath("normalizers.txt").write_text(repr(rules.normalizers))
+"""
+
+MEMCACHE_APP = """
+import socket
+
+def app(environ, start_response):
+    with socket.create_connection(("cache.internal", 11211), timeout=2) as conn:
+        conn.sendall(b"get session:42\\r\\n")
+        answer = conn.recv(100)
+    start_response("500 Internal Server Error", [("content-type", "text/plain")])
+    return [answer]
+"""
+
+
+def test_plugins_add_port_stubs_and_normalizers(demo: pytest.Pytester) -> None:
+    demo.makeconftest(PORT_STUB_PLUGIN)
+    demo.makepyfile(memcache_app=MEMCACHE_APP)
+    write_incident(
+        demo,
+        "memcache",
+        """
+select: {routes: ["GET /health"]}
+target: {wsgi: "memcache_app:app"}
+expect: {status: "<500"}
+""",
+    )
+    result = demo.runpytest("--incident=memcache", "-x")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "  blocked   memcache get session:42  served by the plugin",
+            "response body (now): END",
+        ]
+    )
+    assert "FieldNormalizer(path='customer'" in (demo.path / "normalizers.txt").read_text()
