@@ -57,6 +57,7 @@ class HttpStub:
         while True:
             try:
                 conn, _ = self._listener.accept()
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 return
             with self._lock:
@@ -148,9 +149,10 @@ class HttpStub:
             ]
             payload = reply.call.response_body
         headers.append(("content-length", str(len(payload))))
-        conn.sendall(h.send(h11.Response(status_code=status, headers=headers)) or b"")
-        conn.sendall(h.send(h11.Data(data=payload)) or b"")
-        conn.sendall(h.send(h11.EndOfMessage()) or b"")
+        response = h.send(h11.Response(status_code=status, headers=headers)) or b""
+        response += h.send(h11.Data(data=payload)) or b""
+        response += h.send(h11.EndOfMessage()) or b""
+        conn.sendall(response)  # one write: no Nagle/delayed-ACK stall between the parts
         return True
 
     def _wait_for_close(self, conn: socket.socket, done: threading.Event) -> None:

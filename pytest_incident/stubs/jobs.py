@@ -117,6 +117,7 @@ class JobQueueStub:
         while True:
             try:
                 conn, _ = self._listener.accept()
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 return
             client = _Client(conn)

@@ -1,0 +1,742 @@
+# The script that produced the 2024-06-receipts recording:
+#     python -m examples.receipts.record_incident [--out incidents/] [--write-yaml] [--verbose]
+#
+# It runs the production code (app_before_fix) in-process on 127.0.0.1 behind a recording WSGI
+# middleware (one Server span per request). Outbound traffic is captured by CONFIGURATION
+# only; no client library is patched. The app's environment points it at loopback:
+#   STRIPE_API_BASE, TAX_API_URL -> recording reverse proxies (plain HTTP, below) in front of
+#       the scripted fakes (fakes.py). Each exchange becomes a Client span that names the
+#       production URL (https://api.stripe.com/..., https://api.tax.example/..., port 443);
+#   SMTP_HOST/PORT -> a TCP relay (timing) in front of pytest_incident's SmtpStub, which speaks
+#       STARTTLS with a trustme CA that the app trusts through SSL_CERT_FILE (set in this
+#       process only). Each message becomes a Client span with `incident.kind: smtp`;
+#   REDIS_URL -> a TCP relay (timing) in front of pytest_incident's JobQueueStub. Each RQ
+#       enqueue becomes a Producer span (`messaging.system: rq`).
+# A Python audit hook refuses every connect or name lookup that is not loopback, so a
+# mis-configured client fails here instead of reaching a real host.
+#
+# Determinism: ids come from a counter (sha256 of "receipts-<n>"), each request is placed at
+# a fixed time on the incident timeline keeping its spans' real relative offsets and real
+# durations, and spans are sorted by (Timestamp, SpanId). A re-run differs only in durations.
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import hashlib
+import http.client
+import importlib
+import io
+import ipaddress
+import json
+import logging
+import os
+import queue
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from unittest import mock
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import stripe
+import trustme
+from redis import Redis
+from rq import Queue
+
+from pytest_incident import frozen
+from pytest_incident.book import ReplayBook
+from pytest_incident.effects import Effect, Outcome
+from pytest_incident.spans import Span, SpanKind, parse_timestamp
+from pytest_incident.stubs.jobs import JobQueueStub
+from pytest_incident.stubs.smtp import SentMessage, SmtpStub
+
+from .fakes import LOOPBACK, FakeStripe, FakeTaxApi, Outage
+
+INCIDENT = "2024-06-receipts"
+SERVICE = "receipts"
+DAY = "2024-06-03"
+RESOURCE = {"service.name": SERVICE, "deployment.environment.name": "production"}
+CLIENT_HEADERS = {"Accept": "application/json", "User-Agent": "shop-checkout/5.2.0"}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+STRIPE_PRODUCTION = "https://api.stripe.com"
+TAX_PRODUCTION = "https://api.tax.example"
+SMTP_PRODUCTION = ("smtp.mail.example", 587)
+REDIS_PRODUCTION = ("localhost", 6379)
+QUEUE = "fulfilment"
+APP_ENV = {"STRIPE_API_KEY": "sk_test_demo", "SMTP_USER": "shop", "SMTP_PASSWORD": "secret"}
+# Recorded request headers that would carry a secret, the recording machine's details, or a
+# value that changes on every run (the stripe SDK's idempotency key and telemetry).
+REDACTED_HEADERS = {
+    "authorization": "Bearer sk_test_<redacted>",
+    "idempotency-key": "<random per call>",
+    "x-stripe-client-telemetry": "<previous call's timing>",
+    "x-stripe-client-user-agent": "<sdk and platform details>",
+}
+
+# The incident: the tax API answered 503 for France on its calls number 3 to 6.
+OUTAGE = Outage(first_call=3, last_call=6, countries=frozenset({"FR"}))
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One scripted POST /orders, placed at `at` (HH:MM:SS.fff UTC on DAY)."""
+
+    at: str
+    email: str
+    amount: int  # cents, tax included
+    country: str
+    expect: int  # the status production answered; the recording is refused otherwise
+
+    @property
+    def timestamp_ns(self) -> int:
+        return parse_timestamp(f"{DAY} {self.at}")
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return {"email": self.email, "amount": self.amount, "country": self.country}
+
+
+STEPS = (
+    Step("09:01:12.418", "anna.schmidt@example.com", 4200, "DE", 201),  # tax call 1
+    Step("09:03:47.092", "brian.oconnor@example.org", 1999, "US", 201),
+    Step("09:06:05.731", "camille.durand@example.net", 8900, "FR", 500),  # 3: outage from here
+    Step("09:08:30.264", "dieter.braun@example.com", 2500, "DE", 201),
+    Step("09:10:51.907", "elodie.martin@example.org", 12900, "FR", 500),
+    Step("09:11:38.155", "camille.durand@example.net", 8900, "FR", 500),  # 6: camille retries
+    Step("09:15:02.640", "femke.jansen@example.com", 3450, "NL", 201),
+    Step("09:18:44.379", "camille.durand@example.net", 8900, "FR", 201),  # 8: over, she gets in
+)
+
+INCIDENT_YAML = """\
+# Incident 2024-06-receipts (2024-06-03, 09:06-09:12 UTC).
+# The tax API answered 503 for France. The receipts service charged the card, then called
+# `raise_for_status()` on the tax lookup (for the receipt) without handling it, so 3 French
+# checkouts answered 500: charged, but no receipt and no fulfilment.
+# Fix (examples/receipts/app.py): on a tax API error, use the built-in rate for the country.
+# Recorded by `python -m examples.receipts.record_incident` (see examples/receipts/README.md).
+incident: 2024-06-receipts
+title: Tax API outage made checkout answer 500
+window: 2024-06-03T09:00:00Z .. 2024-06-03T09:30:00Z
+source: 2024-06-receipts.events.jsonl.gz
+select: {service: receipts, routes: ["POST /orders"]}
+target:
+  wsgi: examples.receipts.app:app
+  env: {STRIPE_API_KEY: sk_test_demo, SMTP_USER: shop, SMTP_PASSWORD: secret}
+sandbox:
+  match_on: [method, host, path, query, body]
+expect: {status: "<500", resolved: true}
+"""
+
+
+# --- only loopback ---------------------------------------------------------------------------
+
+
+def _is_loopback(host: Any) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str):
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def loopback_only(event: str, args: tuple[Any, ...]) -> None:
+    """Audit hook: name lookups and connects/sends to anything but loopback fail here."""
+    if event == "socket.getaddrinfo" and args[0] is not None and not _is_loopback(args[0]):
+        raise OSError(f"recorder: refusing to resolve {args[0]!r}; only loopback is allowed")
+    if event in ("socket.gethostbyname", "socket.gethostbyaddr"):
+        raise OSError(f"recorder: refusing {event}({args[0]!r})")  # getfqdn() shrugs it off
+    outbound = event in ("socket.connect", "socket.sendto") and isinstance(args[1], tuple)
+    if outbound and not _is_loopback(args[1][0]):
+        raise OSError(f"recorder: refusing to reach {args[1]!r}; only loopback is allowed")
+
+
+# --- spans as measured -----------------------------------------------------------------------
+
+
+class Ids:
+    """Deterministic ids: the n-th id is sha256("receipts-<n>")."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def _next(self) -> str:
+        self.n += 1
+        return hashlib.sha256(f"receipts-{self.n}".encode()).hexdigest()
+
+    def trace(self) -> str:
+        return self._next()[:32]
+
+    def span(self) -> str:
+        return self._next()[:16]
+
+
+@dataclass
+class RawSpan:
+    """A span as measured: real start (perf_counter ns) and duration, before re-timing."""
+
+    start_ns: int
+    duration_ns: int
+    name: str
+    kind: SpanKind
+    attributes: dict[str, str]
+    status_code: str = "Unset"
+    status_message: str = ""
+
+
+@dataclass(frozen=True)
+class RelayEvent:
+    at_ns: int
+    conn: int  # connection number within its relay
+    kind: str  # open, send (client -> server), reply (server -> client), close
+
+
+class Timeline:
+    """What happened outside the app while one request was served (requests are sequential)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: list[RawSpan] = []
+        self._relays: dict[str, list[RelayEvent]] = {}
+
+    def add_client(self, span: RawSpan) -> None:
+        with self._lock:
+            self._clients.append(span)
+
+    def add_relay(self, relay: str, event: RelayEvent) -> None:
+        with self._lock:
+            self._relays.setdefault(relay, []).append(event)
+
+    def take(self) -> tuple[list[RawSpan], dict[str, list[RelayEvent]]]:
+        with self._lock:
+            taken = (sorted(self._clients, key=lambda s: s.start_ns), self._relays)
+            self._clients, self._relays = [], {}
+        return taken
+
+
+def headers_json(pairs: Iterable[tuple[str, str]]) -> str:
+    return json.dumps({k.lower(): v for k, v in pairs}, sort_keys=True)
+
+
+def body_attrs(key: str, body: bytes) -> dict[str, str]:
+    try:
+        return {key: body.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {key: base64.b64encode(body).decode("ascii"), f"{key}.encoding": "base64"}
+
+
+# --- the service side: Server spans ----------------------------------------------------------
+
+
+@dataclass
+class Exchange:
+    trace_id: str
+    server: RawSpan
+
+
+class RecordingMiddleware:
+    """WSGI middleware: one Server span per request, handed to `done` when it ends."""
+
+    def __init__(self, app: WSGIApp, ids: Ids, done: queue.Queue[Exchange]) -> None:
+        self.app, self.ids, self.done = app, ids, done
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start = time.perf_counter_ns()
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        request_body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(request_body)
+        sent: dict[str, str] = {}
+        if environ.get("CONTENT_TYPE"):
+            sent["content-type"] = environ["CONTENT_TYPE"]
+        for key, value in environ.items():
+            if key.startswith("HTTP_") and key not in ("HTTP_HOST", "HTTP_CONTENT_LENGTH"):
+                sent[key[5:].replace("_", "-").lower()] = value
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/"
+        answer: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+            answer["status"], answer["headers"] = int(status.split()[0]), headers
+            return start_response(status, headers, *exc)
+
+        chunks = self.app(environ, capture)
+        try:
+            response_body = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        status = answer["status"]
+        span = RawSpan(
+            start,
+            time.perf_counter_ns() - start,
+            f"{method} {path}",
+            SpanKind.SERVER,
+            {
+                "http.request.method": method,
+                "url.path": path,
+                "url.query": environ.get("QUERY_STRING", ""),
+                "http.route": path,  # the demo's routes have no path parameters
+                "http.response.status_code": str(status),
+                "incident.request.headers": json.dumps(sent, sort_keys=True),
+                **body_attrs("incident.request.body", request_body),
+                "incident.response.headers": headers_json(answer["headers"]),
+                **body_attrs("incident.response.body", response_body),
+            },
+            status_code="Error" if status >= 500 else "Unset",
+        )
+        self.done.put(Exchange(self.ids.trace(), span))
+        return [response_body]
+
+
+class _QuietWSGIHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serving(app: WSGIApp) -> Iterator[WSGIServer]:
+    server = make_server(LOOPBACK, 0, app, handler_class=_QuietWSGIHandler)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="receipts-wsgi", daemon=True
+    )
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+# --- outbound HTTP: recording reverse proxies ------------------------------------------------
+
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+
+class RecordingProxy(ThreadingHTTPServer):
+    """Plain HTTP on 127.0.0.1 -> the upstream fake; each exchange is a Client span that
+    names `production` (e.g. https://api.stripe.com) as the destination."""
+
+    daemon_threads = True  # idle keep-alive connections (the stripe SDK pools) do not block
+
+    def __init__(self, production: str, upstream: tuple[str, int], timeline: Timeline) -> None:
+        self.production = production.rstrip("/")
+        self.upstream = upstream
+        self.timeline = timeline
+        super().__init__((LOOPBACK, 0), _ProxyHandler)
+        self._thread = threading.Thread(
+            target=self.serve_forever, args=(0.05,), name="recording-proxy", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.server_address[1]}"
+
+    def stop(self) -> None:
+        self.shutdown()
+        self._thread.join()
+        self.server_close()
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 5.0
+    server: RecordingProxy
+
+    def do_GET(self) -> None:
+        self._forward()
+
+    def do_POST(self) -> None:
+        self._forward()
+
+    def _forward(self) -> None:
+        start = time.perf_counter_ns()
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        sent = [(k, v) for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP]
+        upstream = http.client.HTTPConnection(*self.server.upstream, timeout=10)
+        try:
+            upstream.request(self.command, self.path, body=body or None, headers=dict(sent))
+            response = upstream.getresponse()
+            answer = response.read()
+            got = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
+        finally:
+            upstream.close()
+        self.send_response_only(response.status, response.reason)
+        for name, value in got:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+        production = self.server.production
+        host = production.split("://", 1)[1]
+        recorded = {k.lower(): v for k, v in sent}
+        recorded.update({k: v for k, v in REDACTED_HEADERS.items() if k in recorded})
+        recorded["host"] = host
+        attrs = {
+            "http.request.method": self.command,
+            "url.full": production + self.path,
+            "server.address": host,
+            "server.port": "443",
+            "http.response.status_code": str(response.status),
+            "incident.request.headers": json.dumps(recorded, sort_keys=True),
+            **body_attrs("incident.request.body", body),
+            "incident.response.headers": headers_json([*got, ("content-length", str(len(answer)))]),
+            **body_attrs("incident.response.body", answer),
+        }
+        span = RawSpan(start, time.perf_counter_ns() - start, self.command, SpanKind.CLIENT, attrs)
+        if response.status >= 400:
+            attrs["error.type"] = str(response.status)
+            span.status_code = "Error"
+        self.server.timeline.add_client(span)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+# --- SMTP and Redis: timing TCP relays in front of the stubs ---------------------------------
+
+
+class TcpRelay:
+    """Forwards loopback TCP connections to `upstream`, noting when each opened, sent, was
+    answered and closed (the stubs record what was said; this says when)."""
+
+    def __init__(self, name: str, upstream: tuple[str, int], timeline: Timeline) -> None:
+        self.name, self.upstream, self.timeline = name, upstream, timeline
+        self._lock = threading.Lock()
+        self._open: dict[int, tuple[socket.socket, socket.socket]] = {}
+        self._threads: list[threading.Thread] = []
+        self._count = 0
+        self._listener = socket.create_server((LOOPBACK, 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._spawn(self._accept)
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=f"relay-{self.name}", daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _note(self, conn: int, kind: str) -> None:
+        self.timeline.add_relay(self.name, RelayEvent(time.perf_counter_ns(), conn, kind))
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream, timeout=10)
+            for sock in (client, server):  # forward each write as it comes, as a direct link
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._count += 1
+                number = self._count
+                self._open[number] = (client, server)
+            self._note(number, "open")
+            self._spawn(self._pump, number, client, server, "send")
+            self._spawn(self._pump, number, server, client, "reply")
+
+    def _pump(self, number: int, src: socket.socket, dst: socket.socket, kind: str) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                self._note(number, kind)
+                dst.sendall(data)
+        if kind == "send":
+            self._note(number, "close")
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+        with self._lock:
+            pair = self._open.get(number)
+            if pair is not None and kind == "reply":  # the second pump to end closes both
+                del self._open[number]
+                for sock in pair:
+                    sock.close()
+
+    def wait_idle(self, timeout_s: float = 2.0) -> None:
+        """Wait until every connection has closed (a finished SMTP session)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._open:
+                    return
+            time.sleep(0.005)
+        raise SystemExit(f"recorder: {self.name} connection still open after the request")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        with self._lock:
+            pairs = list(self._open.values())
+            threads = list(self._threads)
+        for pair in pairs:
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        for thread in threads:
+            thread.join(timeout=2)
+
+
+def smtp_spans(events: list[RelayEvent], messages: list[SentMessage]) -> list[RawSpan]:
+    """One Client span per message, timed by its SMTP connection (open -> close)."""
+    opened = {e.conn: e.at_ns for e in events if e.kind == "open"}
+    closed = {e.conn: e.at_ns for e in events if e.kind == "close"}
+    sessions = [(opened[c], closed[c]) for c in sorted(opened) if c in closed]
+    if len(sessions) != len(messages):
+        raise SystemExit(f"recorder: {len(sessions)} SMTP sessions, {len(messages)} messages")
+    spans = []
+    for (start, end), message in zip(sessions, messages, strict=True):
+        attrs = {
+            "incident.kind": "smtp",
+            "network.protocol.name": "smtp",
+            "server.address": SMTP_PRODUCTION[0],
+            "server.port": str(SMTP_PRODUCTION[1]),
+            "incident.smtp.mail_from": message.sender,
+            "incident.smtp.rcpt_to": json.dumps(list(message.recipients)),
+            "incident.smtp.subject": message.subject,
+            "incident.smtp.starttls": str(message.tls).lower(),
+            "incident.smtp.login": message.login,
+            "incident.request.body": message.body,
+        }
+        spans.append(RawSpan(start, end - start, "smtp send", SpanKind.CLIENT, attrs))
+    return spans
+
+
+def job_spans(events: list[RelayEvent], descriptions: list[str]) -> list[RawSpan]:
+    """One Producer span per enqueued job, timed by the Redis traffic of the request."""
+    if not descriptions:
+        return []
+    if not events:
+        raise SystemExit("recorder: a job was enqueued without Redis traffic through the relay")
+    start = min(e.at_ns for e in events)
+    end = max(e.at_ns for e in events if e.kind == "reply")
+    return [
+        RawSpan(
+            start,
+            end - start,
+            f"send {QUEUE}",
+            SpanKind.PRODUCER,
+            {
+                "messaging.system": "rq",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": QUEUE,
+                "server.address": REDIS_PRODUCTION[0],
+                "server.port": str(REDIS_PRODUCTION[1]),
+                "incident.message.body": description,
+            },
+        )
+        for description in descriptions
+    ]
+
+
+class JobReader:
+    """Reads the jobs RQ put on the stub's queue since the last call (with RQ itself)."""
+
+    def __init__(self, port: int) -> None:
+        self.redis = Redis(host=LOOPBACK, port=port)
+        self.queue = Queue(QUEUE, connection=self.redis)
+        self.seen: set[str] = set()
+
+    def new_jobs(self) -> list[str]:
+        jobs = [job for job in self.queue.get_jobs() if job.id not in self.seen]
+        self.seen.update(job.id for job in jobs)
+        return [job.description or "" for job in jobs]
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def send(port: int, step: Step) -> int:
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=30)
+    try:
+        conn.putrequest("POST", "/orders", skip_accept_encoding=True)
+        body = json.dumps(step.body).encode("utf-8")
+        headers = {
+            **CLIENT_HEADERS,
+            "Content-Type": "application/json",
+            "Content-Length": str(len(body)),
+        }
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def retime(trace_id: str, ids: Ids, server: RawSpan, others: list[RawSpan], at: int) -> list[Span]:
+    """Place a request at `at`, keeping its spans' real offsets and durations."""
+    origin = server.start_ns
+
+    def make(raw: RawSpan, parent: str) -> Span:
+        return Span(
+            timestamp_ns=at + raw.start_ns - origin,
+            trace_id=trace_id,
+            span_id=ids.span(),
+            parent_span_id=parent,
+            name=raw.name,
+            kind=raw.kind,
+            service=SERVICE,
+            attributes=dict(raw.attributes),
+            duration_ns=raw.duration_ns,
+            status_code=raw.status_code,
+            status_message=raw.status_message,
+            resource_attributes=dict(RESOURCE),
+        )
+
+    root = make(server, "")
+    return [root, *(make(raw, root.span_id) for raw in sorted(others, key=lambda s: s.start_ns))]
+
+
+def load_app(env: dict[str, str]) -> ModuleType:
+    """Import app_before_fix now that its environment points at loopback, and check it."""
+    module = importlib.import_module("examples.receipts.app_before_fix")
+    configured = {
+        "TAX_API_URL": module.TAX_API_URL,
+        "SMTP_HOST": module.SMTP_HOST,
+        "SMTP_PORT": str(module.SMTP_PORT),
+        "REDIS_URL": module.REDIS_URL,
+        "STRIPE_API_BASE": stripe.api_base,
+    }
+    wrong = {k: v for k, v in configured.items() if v != env[k]}
+    if wrong:  # imported earlier with other settings: it would not reach the recorders
+        raise SystemExit(f"recorder: app_before_fix was configured elsewhere: {wrong}")
+    return module
+
+
+def record(verbose: bool = False) -> list[Span]:
+    sys.addaudithook(loopback_only)  # for the rest of this process: loopback only
+    if not verbose:  # aiosmtpd warns about its own legacy Session.login_data on every login
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
+    ids = Ids()
+    timeline = Timeline()
+    book = ReplayBook()
+    done: queue.Queue[Exchange] = queue.Queue()
+    spans: list[Span] = []
+    failures: list[str] = []
+    with ExitStack() as stack:  # every server, relay and env change is undone on the way out
+        ca = trustme.CA(organization_name="receipts recorder")
+        smtp_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # SMTP_HOST is 127.0.0.1
+        ca.issue_cert(LOOPBACK).configure_cert(smtp_tls)
+        tls_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="receipts-ca-")))
+        ca_file = tls_dir / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+
+        stripe_fake = stack.enter_context(FakeStripe())
+        tax_fake = stack.enter_context(FakeTaxApi([OUTAGE]))
+        stripe_proxy = RecordingProxy(STRIPE_PRODUCTION, (LOOPBACK, stripe_fake.port), timeline)
+        stack.callback(stripe_proxy.stop)
+        tax_proxy = RecordingProxy(TAX_PRODUCTION, (LOOPBACK, tax_fake.port), timeline)
+        stack.callback(tax_proxy.stop)
+        smtp_stub = SmtpStub(book, tls=smtp_tls)
+        stack.callback(smtp_stub.close)
+        smtp_relay = TcpRelay("smtp", smtp_stub.address, timeline)
+        stack.callback(smtp_relay.close)
+        jobs_stub = JobQueueStub(book)
+        stack.callback(jobs_stub.close)
+        redis_relay = TcpRelay("redis", jobs_stub.address, timeline)
+        stack.callback(redis_relay.close)
+        jobs = JobReader(jobs_stub.address[1])
+        stack.callback(jobs.close)
+
+        no_proxy = {k: "" for k in os.environ if k.lower().endswith("_proxy")}
+        env = {
+            **no_proxy,
+            **APP_ENV,
+            "STRIPE_API_BASE": stripe_proxy.url,
+            "TAX_API_URL": tax_proxy.url,
+            "SMTP_HOST": LOOPBACK,
+            "SMTP_PORT": str(smtp_relay.port),
+            "REDIS_URL": f"redis://{LOOPBACK}:{redis_relay.port}/0",
+            "SSL_CERT_FILE": str(ca_file),  # the app's default SSL context trusts our CA
+        }
+        stack.enter_context(mock.patch.dict(os.environ, env))
+        app_module = load_app(env)
+        if not verbose:  # the 500s' tracebacks are expected; --verbose shows them
+            stack.enter_context(mock.patch.object(app_module.app.logger, "disabled", True))
+        server = stack.enter_context(serving(RecordingMiddleware(app_module.app, ids, done)))
+
+        for step in STEPS:
+            book.begin([])
+            status = send(server.server_port, step)
+            exchange = done.get(timeout=10)
+            smtp_relay.wait_idle()
+            clients, relays = timeline.take()
+            messages = smtp_stub.take_messages()
+            if any(not m.tls for m in messages):
+                raise SystemExit("recorder: a receipt was sent without STARTTLS")
+            others = [
+                *clients,
+                *smtp_spans(relays.get("smtp", []), messages),
+                *job_spans(relays.get("redis", []), jobs.new_jobs()),
+            ]
+            spans.extend(retime(exchange.trace_id, ids, exchange.server, others, step.timestamp_ns))
+            effects = book.end()
+            print(
+                f"{DAY} {step.at}  POST /orders {step.country} {step.email:<28} -> {status}  "
+                + summary(clients, effects)
+            )
+            if status != step.expect:
+                failures.append(f"{step.at} {step.email}: {status} != {step.expect}")
+    if failures:
+        raise SystemExit("recording does not match the incident:\n  " + "\n  ".join(failures))
+    spans.sort(key=lambda s: (s.timestamp_ns, s.span_id))
+    return spans
+
+
+def summary(clients: list[RawSpan], effects: list[Effect]) -> str:
+    parts = [
+        f"{c.attributes['server.address']} {c.attributes['http.response.status_code']}"
+        for c in clients
+    ]
+    parts += [o.value for o in (Outcome.EMAIL, Outcome.JOB) for e in effects if e.outcome is o]
+    return "(" + ", ".join(parts) + ")"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=f"Record the {INCIDENT} incident.")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "incidents", help="directory")
+    parser.add_argument("--write-yaml", action="store_true", help="overwrite the incident YAML")
+    parser.add_argument("--verbose", action="store_true", help="show the app's error logs")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    spans = record(verbose=args.verbose)
+    args.out.mkdir(parents=True, exist_ok=True)
+    events = args.out / f"{INCIDENT}.events.jsonl.gz"
+    count = frozen.write_spans(events, spans)
+    print(f"wrote {count} spans to {events}")
+    yaml_path = args.out / f"{INCIDENT}.yaml"
+    if args.write_yaml or not yaml_path.exists():
+        yaml_path.write_text(INCIDENT_YAML, encoding="utf-8")
+        print(f"wrote {yaml_path}")
+    print(f"recorded in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
