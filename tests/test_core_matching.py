@@ -9,7 +9,9 @@ import pytest
 from pytest_incident.book import ReplayBook, UnmatchedAction
 from pytest_incident.effects import Effect, Outcome
 from pytest_incident.matching import LiveRequest, differences, find_match, nearest
-from pytest_incident.spans import OutboundCall, Span, SpanKind
+from pytest_incident.spans import OutboundCall
+
+from .sandboxing import client_call
 
 API = "https://api.payments.example"
 
@@ -28,18 +30,7 @@ def call(
         attributes["http.response.status_code"] = str(status)
     if error:
         attributes["error.type"] = error
-    span = Span(
-        timestamp_ns=1_000 + order,
-        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
-        span_id=f"{order:016x}",
-        parent_span_id="00f067aa0ba902b7",
-        name=f"{method} {url}",
-        kind=SpanKind.CLIENT,
-        service="signup",
-        attributes=attributes,
-        duration_ns=duration_ms * 1_000_000,
-    )
-    return OutboundCall(span, order)
+    return client_call(order, attributes, duration_ns=duration_ms * 1_000_000)
 
 
 def live(method: str, target: str, host: str = "api.payments.example", **kw: object) -> LiveRequest:

@@ -26,10 +26,12 @@ from pytest_incident.book import ReplayBook, Reply
 from pytest_incident.effects import Effect, Outcome
 from pytest_incident.matching import LiveRequest
 from pytest_incident.sandbox.policy import SandboxPolicy
-from pytest_incident.spans import OutboundCall, Span, SpanKind
+from pytest_incident.spans import OutboundCall
 from pytest_incident.stubs.dns import DnsStub
 from pytest_incident.stubs.http import Endpoint, HttpStub
 from pytest_incident.stubs.tls import CA_ENV, IncidentCA, TrustFiles, trust_env
+
+from .sandboxing import client_call, run_traced
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
 
@@ -84,18 +86,7 @@ def call(
     }
     if error:
         attributes["error.type"] = error
-    span = Span(
-        timestamp_ns=1_000 + order,
-        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
-        span_id=f"{order:016x}",
-        parent_span_id="00f067aa0ba902b7",
-        name=f"{method} {url}",
-        kind=SpanKind.CLIENT,
-        service="signup",
-        attributes=attributes,
-        duration_ns=1_000_000,
-    )
-    return OutboundCall(span, order)
+    return client_call(order, attributes)
 
 
 @dataclass
@@ -130,17 +121,7 @@ class World:
         self, code: str, env: dict[str, str], timeout: float = 60
     ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, object]]]:
         """`python -c code` under the tracer with `env`; its output and the tracer's events."""
-        (self.tmp_path / "policy.json").write_text(self.policy.to_json())
-        events = self.tmp_path / "events.jsonl"
-        argv = [
-            sys.executable, "-m", "pytest_incident.sandbox.tracer",
-            "--policy", str(self.tmp_path / "policy.json"),
-            "--events", str(events),
-            "--", sys.executable, "-c", textwrap.dedent(code),
-        ]  # fmt: skip
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
-        lines = events.read_text().splitlines() if events.exists() else []
-        return proc, [json.loads(line) for line in lines]
+        return run_traced(self.tmp_path, self.policy, code, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")

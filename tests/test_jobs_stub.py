@@ -12,9 +12,7 @@ import datetime
 import json
 import pickle
 import socket
-import subprocess
 import sys
-import textwrap
 import threading
 import time
 import zlib
@@ -47,6 +45,8 @@ from pytest_incident.jobs import (
 )
 from pytest_incident.sandbox.policy import SandboxPolicy
 from pytest_incident.stubs.jobs import JobQueueStub
+
+from .sandboxing import run_traced
 
 JOB_ID = b"0b7c6c3e-1b8a-4a43-9a55-5f3d4c1f3a10"
 TASK_ID = "5c2a3a5e-8d0b-4c4b-9e41-1b6ac2a9d7f3"
@@ -489,22 +489,6 @@ def test_close_ends_every_connection_and_thread(book: ReplayBook) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # In the sandbox: a real target's enqueue goes to the stub, and no further
-
-
-def run_traced(
-    tmp_path: Path, policy: SandboxPolicy, code: str, timeout: float = 60
-) -> tuple[subprocess.CompletedProcess[str], list[dict[str, object]]]:
-    (tmp_path / "policy.json").write_text(policy.to_json())
-    argv = [
-        sys.executable, "-m", "pytest_incident.sandbox.tracer",
-        "--policy", str(tmp_path / "policy.json"),
-        "--events", str(tmp_path / "events.jsonl"),
-        "--", sys.executable, "-c", textwrap.dedent(code),
-    ]  # fmt: skip
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    events = tmp_path / "events.jsonl"
-    lines = events.read_text().splitlines() if events.exists() else []
-    return proc, [json.loads(line) for line in lines]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")

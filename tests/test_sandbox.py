@@ -6,7 +6,6 @@ Every destination here is loopback. Where a test checks blocking, the listener i
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -22,6 +21,8 @@ import pytest
 from pytest_incident.sandbox.policy import SandboxPolicy
 from pytest_incident.stubs.dns import DnsStub
 
+from .sandboxing import assert_no_connection, net_events, port_of, run_traced, tracer_argv
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
 
 
@@ -33,40 +34,6 @@ def listener() -> Iterator[socket.socket]:
     sock.settimeout(0.3)
     yield sock
     sock.close()
-
-
-def port_of(sock: socket.socket) -> int:
-    return int(sock.getsockname()[1])
-
-
-def assert_no_connection(sock: socket.socket) -> None:
-    with pytest.raises(TimeoutError):
-        sock.accept()
-
-
-def tracer_argv(tmp_path: Path, policy: SandboxPolicy, code: str) -> list[str]:
-    """The tracer running `python -c code` under `policy`, logging to tmp_path/events.jsonl."""
-    (tmp_path / "policy.json").write_text(policy.to_json())
-    return [
-        sys.executable, "-m", "pytest_incident.sandbox.tracer",
-        "--policy", str(tmp_path / "policy.json"),
-        "--events", str(tmp_path / "events.jsonl"),
-        "--", sys.executable, "-c", textwrap.dedent(code),
-    ]  # fmt: skip
-
-
-def run_traced(
-    tmp_path: Path, policy: SandboxPolicy, code: str, timeout: float = 30
-) -> tuple[subprocess.CompletedProcess[str], list[dict[str, object]]]:
-    argv = tracer_argv(tmp_path, policy, code)
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    events = tmp_path / "events.jsonl"
-    lines = events.read_text().splitlines() if events.exists() else []
-    return proc, [json.loads(line) for line in lines]
-
-
-def net_events(events: list[dict[str, object]]) -> list[dict[str, object]]:
-    return [e for e in events if e["event"] == "net"]
 
 
 def test_refuses_a_destination_not_allowed_before_the_kernel_runs_it(

@@ -6,13 +6,10 @@ real mail server; the policy redirects it to the stub, and the stand-in must see
 
 from __future__ import annotations
 
-import json
 import smtplib
 import socket
 import ssl
-import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +23,8 @@ from pytest_incident.book import ReplayBook
 from pytest_incident.effects import Effect, Outcome
 from pytest_incident.sandbox.policy import SandboxPolicy
 from pytest_incident.stubs.smtp import SentMessage, SmtpStub, parse
+
+from .sandboxing import run_traced
 
 WELCOME = "Subject: Welcome!\r\nFrom: a@x\r\nTo: b@y\r\n\r\nHello there.\r\nSecond line.\r\n"
 
@@ -255,23 +254,6 @@ def test_implicit_tls_needs_a_context(book: ReplayBook) -> None:
 
 
 # --- under the sandbox ------------------------------------------------------------------------
-
-
-def run_traced(
-    tmp_path: Path, policy: SandboxPolicy, code: str, timeout: float = 30
-) -> tuple[subprocess.CompletedProcess[str], list[dict[str, object]]]:
-    """`python -c code` under the tracer with `policy` (as in tests/test_sandbox.py)."""
-    (tmp_path / "policy.json").write_text(policy.to_json())
-    argv = [
-        sys.executable, "-m", "pytest_incident.sandbox.tracer",
-        "--policy", str(tmp_path / "policy.json"),
-        "--events", str(tmp_path / "events.jsonl"),
-        "--", sys.executable, "-c", textwrap.dedent(code),
-    ]  # fmt: skip
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    events = tmp_path / "events.jsonl"
-    lines = events.read_text().splitlines() if events.exists() else []
-    return proc, [json.loads(line) for line in lines]
 
 
 @pytest.fixture

@@ -1,0 +1,81 @@
+"""Helpers shared by the tests that run real children under the tracer, and a span builder.
+
+Everything here is loopback only; a test of blocking uses a loopback listener its policy
+treats as external, which must see nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from pytest_incident.sandbox.policy import SandboxPolicy
+from pytest_incident.spans import OutboundCall, Span, SpanKind
+
+
+def port_of(sock: socket.socket) -> int:
+    return int(sock.getsockname()[1])
+
+
+def assert_no_connection(sock: socket.socket) -> None:
+    with pytest.raises(TimeoutError):
+        sock.accept()
+
+
+def tracer_argv(tmp_path: Path, policy: SandboxPolicy, code: str) -> list[str]:
+    """The tracer running `python -c code` under `policy`, logging to tmp_path/events.jsonl."""
+    (tmp_path / "policy.json").write_text(policy.to_json())
+    return [
+        sys.executable, "-m", "pytest_incident.sandbox.tracer",
+        "--policy", str(tmp_path / "policy.json"),
+        "--events", str(tmp_path / "events.jsonl"),
+        "--", sys.executable, "-c", textwrap.dedent(code),
+    ]  # fmt: skip
+
+
+def run_traced(
+    tmp_path: Path,
+    policy: SandboxPolicy,
+    code: str,
+    timeout: float = 30,
+    env: Mapping[str, str] | None = None,
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, object]]]:
+    """Run `python -c code` under the tracer; its output and the tracer's events."""
+    argv = tracer_argv(tmp_path, policy, code)
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, env=None if env is None else {**env}
+    )
+    events = tmp_path / "events.jsonl"
+    lines = events.read_text().splitlines() if events.exists() else []
+    return proc, [json.loads(line) for line in lines]
+
+
+def net_events(events: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [e for e in events if e["event"] == "net"]
+
+
+def client_call(
+    order: int, attributes: Mapping[str, str], duration_ns: int = 1_000_000
+) -> OutboundCall:
+    """A recorded outbound call (Client span) with the given attributes, `order`-th of its
+    request."""
+    method = attributes.get("http.request.method", "GET")
+    span = Span(
+        timestamp_ns=1_000 + order,
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        span_id=f"{order:016x}",
+        parent_span_id="00f067aa0ba902b7",
+        name=f"{method} {attributes.get('url.full', '')}",
+        kind=SpanKind.CLIENT,
+        service="signup",
+        attributes=dict(attributes),
+        duration_ns=duration_ns,
+    )
+    return OutboundCall(span, order)
