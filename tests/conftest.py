@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,15 @@ def write_incident(pytester: pytest.Pytester, name: str, body: str) -> Path:
     )
     path.write_text(header + body)
     return path
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A loopback listener (0.3 s accept timeout): a stand-in destination that the test's
+    policy treats as external, or a live one it allows."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    sock.settimeout(0.3)
+    yield sock
+    sock.close()

@@ -26,16 +26,6 @@ from .sandboxing import assert_no_connection, net_events, port_of, run_traced, t
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
 
 
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    sock.settimeout(0.3)
-    yield sock
-    sock.close()
-
-
 def test_refuses_a_destination_not_allowed_before_the_kernel_runs_it(
     tmp_path: Path, listener: socket.socket
 ) -> None:

@@ -257,14 +257,9 @@ def test_implicit_tls_needs_a_context(book: ReplayBook) -> None:
 
 
 @pytest.fixture
-def mta() -> Iterator[socket.socket]:
+def mta(listener: socket.socket) -> socket.socket:
     """A loopback listener standing in for a real mail server: it must never be reached."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    sock.settimeout(0.3)
-    yield sock
-    sock.close()
+    return listener
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
