@@ -1,7 +1,7 @@
 # Scripted fakes of Stripe and the tax API, used only to RECORD the 2024-06-receipts incident.
 #
-# Each is a small HTTP/1.1 JSON server on 127.0.0.1 (port 0 = any free port), answering just
-# what the receipts service calls:
+# Each is a small HTTP/1.1 JSON server on 127.0.0.1 (port 0 = any free port; see
+# examples/fakes_base.py), answering just what the receipts service calls:
 #   FakeStripe  POST /v1/payment_intents (form-encoded, as the stripe SDK sends it)
 #   FakeTaxApi  GET /v1/rates/<country>; an Outage rule makes calls number first..last
 #               (1-based, all countries counted) answer 503 for the given countries.
@@ -10,23 +10,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import json
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs
 
-LOOPBACK = "127.0.0.1"
+from ..fakes_base import Answer, FakeApi, error, wait_for_ctrl_c
 
 # The tax API's rates (the real service's answers on 2024-06-03).
 RATES = {"DE": 0.19, "FR": 0.20, "GB": 0.20, "IT": 0.22, "NL": 0.21, "US": 0.0}
-
-Answer = tuple[int, dict[str, str], Any]  # status, extra headers, JSON body
 
 
 @dataclass(frozen=True)
@@ -46,51 +39,6 @@ def _digest(text: str, size: int) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:size]
 
 
-class FakeApi:
-    """A JSON API on 127.0.0.1; subclasses implement `handle`. A context manager."""
-
-    name = "fake-api"
-
-    def __init__(self, port: int = 0) -> None:
-        self.lock = threading.Lock()
-        self._server = _Server((LOOPBACK, port), _Handler, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name=self.name, daemon=True
-        )
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    def start(self) -> Self:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join()
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
-        raise NotImplementedError
-
-
 class FakeStripe(FakeApi):
     """PaymentIntents only; ids are numbered in arrival order."""
 
@@ -100,14 +48,16 @@ class FakeStripe(FakeApi):
         super().__init__(port)
         self.intents: list[dict[str, Any]] = []
 
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+    def handle(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> Answer:
         if not headers.get("authorization", "").startswith("Bearer sk_"):
-            return 401, {}, _stripe_error("invalid_request_error", "Invalid API Key provided")
+            return 401, {}, error("invalid_request_error", "Invalid API Key provided")
         if (method, path) != ("POST", "/v1/payment_intents"):
-            return 404, {}, _stripe_error("invalid_request_error", f"Unrecognized {path}")
+            return 404, {}, error("invalid_request_error", f"Unrecognized {path}")
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8")).items()}
         if not form.get("amount", "").isdigit() or not form.get("currency"):
-            return 400, {}, _stripe_error("invalid_request_error", "amount and currency needed")
+            return 400, {}, error("invalid_request_error", "amount and currency needed")
         with self.lock:
             number = len(self.intents) + 1
             intent_id = "pi_" + _digest(f"pi-{number}", 24)
@@ -131,10 +81,6 @@ class FakeStripe(FakeApi):
         return 200, {"Request-Id": "req_" + _digest(f"req-{number}", 14)}, intent
 
 
-def _stripe_error(kind: str, message: str) -> dict[str, Any]:
-    return {"error": {"type": kind, "message": message}}
-
-
 class FakeTaxApi(FakeApi):
     """Tax rates by country; `outages` script the incident."""
 
@@ -145,7 +91,9 @@ class FakeTaxApi(FakeApi):
         self.outages = tuple(outages)
         self.calls = 0
 
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+    def handle(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> Answer:
         prefix = "/v1/rates/"
         if method != "GET" or not path.startswith(prefix):
             return 404, {}, {"error": "not_found", "message": f"no route {method} {path}"}
@@ -160,50 +108,6 @@ class FakeTaxApi(FakeApi):
         return 200, {}, {"country": country, "rate": RATES[country], "as_of": "2024-06-01"}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = False  # server_close() joins the handler threads: a clean stop
-    block_on_close = True
-
-    def __init__(self, address: tuple[str, int], handler: type[_Handler], fake: FakeApi) -> None:
-        self.fake = fake
-        super().__init__(address, handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 5.0  # an idle keep-alive connection does not hold up stop() for long
-    server: _Server
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        path = self.path.partition("?")[0]
-        status, extra, answer = self.server.fake.handle(self.command, path, headers, body)
-        payload = json.dumps(answer).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in extra.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def send_response(self, code: int, message: str | None = None) -> None:
-        # No Server/Date headers: they would leak the recording machine's clock and version.
-        self.log_request(code)
-        self.send_response_only(code, message)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the fake Stripe and tax API on 127.0.0.1.")
     parser.add_argument("--outage", default="", help="tax calls answering 503 for FR, e.g. 3-6")
@@ -214,8 +118,7 @@ def main() -> None:
         outages.append(Outage(int(first), int(last or first), frozenset({"FR"})))
     with FakeStripe() as stripe_fake, FakeTaxApi(outages) as tax_fake:
         print(f"stripe fake on {stripe_fake.url}, tax fake on {tax_fake.url} (Ctrl-C to stop)")
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        wait_for_ctrl_c()
 
 
 if __name__ == "__main__":

@@ -18,15 +18,13 @@
 # Determinism: ids come from a counter (sha256 of "receipts-<n>"), each request is placed at
 # a fixed time on the incident timeline keeping its spans' real relative offsets and real
 # durations, and spans are sorted by (Timestamp, SpanId). A re-run differs only in durations.
+# The machinery it shares with the signup recorder (middleware, ids, re-timing, writing the
+# files) is in examples/recording.py; the fakes' server scaffolding in examples/fakes_base.py.
 from __future__ import annotations
 
-import argparse
-import base64
 import contextlib
-import hashlib
 import http.client
 import importlib
-import io
 import ipaddress
 import json
 import logging
@@ -38,36 +36,47 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 from unittest import mock
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import stripe
 import trustme
 from redis import Redis
 from rq import Queue
 
-from pytest_incident import frozen
 from pytest_incident.book import ReplayBook
 from pytest_incident.effects import Effect, Outcome
 from pytest_incident.spans import Span, SpanKind, parse_timestamp
 from pytest_incident.stubs.jobs import JobQueueStub
 from pytest_incident.stubs.smtp import SentMessage, SmtpStub
 
-from .fakes import LOOPBACK, FakeStripe, FakeTaxApi, Outage
+from .. import recording
+from ..fakes_base import LOOPBACK
+from ..recording import (
+    Exchange,
+    Ids,
+    RawSpan,
+    RecordingMiddleware,
+    checked,
+    http_client_span,
+    no_proxy_env,
+    record_response,
+    retime,
+    send,
+    serving,
+)
+from .fakes import FakeStripe, FakeTaxApi, Outage
 
 INCIDENT = "2024-06-receipts"
 SERVICE = "receipts"
 DAY = "2024-06-03"
-RESOURCE = {"service.name": SERVICE, "deployment.environment.name": "production"}
 CLIENT_HEADERS = {"Accept": "application/json", "User-Agent": "shop-checkout/5.2.0"}
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 STRIPE_PRODUCTION = "https://api.stripe.com"
 TAX_PRODUCTION = "https://api.tax.example"
@@ -86,8 +95,6 @@ REDACTED_HEADERS = {
 
 # The incident: the tax API answered 503 for France on its calls number 3 to 6.
 OUTAGE = Outage(first_call=3, last_call=6, countries=frozenset({"FR"}))
-
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 @dataclass(frozen=True)
@@ -168,37 +175,7 @@ def loopback_only(event: str, args: tuple[Any, ...]) -> None:
         raise OSError(f"recorder: refusing to reach {args[1]!r}; only loopback is allowed")
 
 
-# --- spans as measured -----------------------------------------------------------------------
-
-
-class Ids:
-    """Deterministic ids: the n-th id is sha256("receipts-<n>")."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def _next(self) -> str:
-        self.n += 1
-        return hashlib.sha256(f"receipts-{self.n}".encode()).hexdigest()
-
-    def trace(self) -> str:
-        return self._next()[:32]
-
-    def span(self) -> str:
-        return self._next()[:16]
-
-
-@dataclass
-class RawSpan:
-    """A span as measured: real start (perf_counter ns) and duration, before re-timing."""
-
-    start_ns: int
-    duration_ns: int
-    name: str
-    kind: SpanKind
-    attributes: dict[str, str]
-    status_code: str = "Unset"
-    status_message: str = ""
+# --- what happened outside the app -----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -229,100 +206,6 @@ class Timeline:
             taken = (sorted(self._clients, key=lambda s: s.start_ns), self._relays)
             self._clients, self._relays = [], {}
         return taken
-
-
-def headers_json(pairs: Iterable[tuple[str, str]]) -> str:
-    return json.dumps({k.lower(): v for k, v in pairs}, sort_keys=True)
-
-
-def body_attrs(key: str, body: bytes) -> dict[str, str]:
-    try:
-        return {key: body.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {key: base64.b64encode(body).decode("ascii"), f"{key}.encoding": "base64"}
-
-
-# --- the service side: Server spans ----------------------------------------------------------
-
-
-@dataclass
-class Exchange:
-    trace_id: str
-    server: RawSpan
-
-
-class RecordingMiddleware:
-    """WSGI middleware: one Server span per request, handed to `done` when it ends."""
-
-    def __init__(self, app: WSGIApp, ids: Ids, done: queue.Queue[Exchange]) -> None:
-        self.app, self.ids, self.done = app, ids, done
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        start = time.perf_counter_ns()
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        request_body = environ["wsgi.input"].read(length) if length else b""
-        environ["wsgi.input"] = io.BytesIO(request_body)
-        sent: dict[str, str] = {}
-        if environ.get("CONTENT_TYPE"):
-            sent["content-type"] = environ["CONTENT_TYPE"]
-        for key, value in environ.items():
-            if key.startswith("HTTP_") and key not in ("HTTP_HOST", "HTTP_CONTENT_LENGTH"):
-                sent[key[5:].replace("_", "-").lower()] = value
-        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/"
-        answer: dict[str, Any] = {}
-
-        def capture(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
-            answer["status"], answer["headers"] = int(status.split()[0]), headers
-            return start_response(status, headers, *exc)
-
-        chunks = self.app(environ, capture)
-        try:
-            response_body = b"".join(chunks)
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-        status = answer["status"]
-        span = RawSpan(
-            start,
-            time.perf_counter_ns() - start,
-            f"{method} {path}",
-            SpanKind.SERVER,
-            {
-                "http.request.method": method,
-                "url.path": path,
-                "url.query": environ.get("QUERY_STRING", ""),
-                "http.route": path,  # the demo's routes have no path parameters
-                "http.response.status_code": str(status),
-                "incident.request.headers": json.dumps(sent, sort_keys=True),
-                **body_attrs("incident.request.body", request_body),
-                "incident.response.headers": headers_json(answer["headers"]),
-                **body_attrs("incident.response.body", response_body),
-            },
-            status_code="Error" if status >= 500 else "Unset",
-        )
-        self.done.put(Exchange(self.ids.trace(), span))
-        return [response_body]
-
-
-class _QuietWSGIHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextmanager
-def serving(app: WSGIApp) -> Iterator[WSGIServer]:
-    server = make_server(LOOPBACK, 0, app, handler_class=_QuietWSGIHandler)
-    thread = threading.Thread(
-        target=server.serve_forever, args=(0.05,), name="receipts-wsgi", daemon=True
-    )
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
 
 
 # --- outbound HTTP: recording reverse proxies ------------------------------------------------
@@ -388,25 +271,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.wfile.write(answer)
 
         production = self.server.production
-        host = production.split("://", 1)[1]
         recorded = {k.lower(): v for k, v in sent}
         recorded.update({k: v for k, v in REDACTED_HEADERS.items() if k in recorded})
-        recorded["host"] = host
-        attrs = {
-            "http.request.method": self.command,
-            "url.full": production + self.path,
-            "server.address": host,
-            "server.port": "443",
-            "http.response.status_code": str(response.status),
-            "incident.request.headers": json.dumps(recorded, sort_keys=True),
-            **body_attrs("incident.request.body", body),
-            "incident.response.headers": headers_json([*got, ("content-length", str(len(answer)))]),
-            **body_attrs("incident.response.body", answer),
-        }
-        span = RawSpan(start, time.perf_counter_ns() - start, self.command, SpanKind.CLIENT, attrs)
-        if response.status >= 400:
-            attrs["error.type"] = str(response.status)
-            span.status_code = "Error"
+        recorded["host"] = production.split("://", 1)[1]
+        span = http_client_span(self.command, production + self.path, recorded.items(), body, start)
+        span.duration_ns = time.perf_counter_ns() - start
+        record_response(span, response.status, [*got, ("content-length", str(len(answer)))], answer)
         self.server.timeline.add_client(span)
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -569,50 +439,6 @@ class JobReader:
 # --- the run ---------------------------------------------------------------------------------
 
 
-def send(port: int, step: Step) -> int:
-    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=30)
-    try:
-        conn.putrequest("POST", "/orders", skip_accept_encoding=True)
-        body = json.dumps(step.body).encode("utf-8")
-        headers = {
-            **CLIENT_HEADERS,
-            "Content-Type": "application/json",
-            "Content-Length": str(len(body)),
-        }
-        for name, value in headers.items():
-            conn.putheader(name, value)
-        conn.endheaders(body)
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
-
-
-def retime(trace_id: str, ids: Ids, server: RawSpan, others: list[RawSpan], at: int) -> list[Span]:
-    """Place a request at `at`, keeping its spans' real offsets and durations."""
-    origin = server.start_ns
-
-    def make(raw: RawSpan, parent: str) -> Span:
-        return Span(
-            timestamp_ns=at + raw.start_ns - origin,
-            trace_id=trace_id,
-            span_id=ids.span(),
-            parent_span_id=parent,
-            name=raw.name,
-            kind=raw.kind,
-            service=SERVICE,
-            attributes=dict(raw.attributes),
-            duration_ns=raw.duration_ns,
-            status_code=raw.status_code,
-            status_message=raw.status_message,
-            resource_attributes=dict(RESOURCE),
-        )
-
-    root = make(server, "")
-    return [root, *(make(raw, root.span_id) for raw in sorted(others, key=lambda s: s.start_ns))]
-
-
 def load_app(env: dict[str, str]) -> ModuleType:
     """Import app_before_fix now that its environment points at loopback, and check it."""
     module = importlib.import_module("examples.receipts.app_before_fix")
@@ -633,7 +459,7 @@ def record(verbose: bool = False) -> list[Span]:
     sys.addaudithook(loopback_only)  # for the rest of this process: loopback only
     if not verbose:  # aiosmtpd warns about its own legacy Session.login_data on every login
         logging.getLogger("mail.log").setLevel(logging.ERROR)
-    ids = Ids()
+    ids = Ids("receipts")
     timeline = Timeline()
     book = ReplayBook()
     done: queue.Queue[Exchange] = queue.Queue()
@@ -664,9 +490,8 @@ def record(verbose: bool = False) -> list[Span]:
         jobs = JobReader(jobs_stub.address[1])
         stack.callback(jobs.close)
 
-        no_proxy = {k: "" for k in os.environ if k.lower().endswith("_proxy")}
         env = {
-            **no_proxy,
+            **no_proxy_env(),
             **APP_ENV,
             "STRIPE_API_BASE": stripe_proxy.url,
             "TAX_API_URL": tax_proxy.url,
@@ -679,11 +504,12 @@ def record(verbose: bool = False) -> list[Span]:
         app_module = load_app(env)
         if not verbose:  # the 500s' tracebacks are expected; --verbose shows them
             stack.enter_context(mock.patch.object(app_module.app.logger, "disabled", True))
-        server = stack.enter_context(serving(RecordingMiddleware(app_module.app, ids, done)))
+        app = RecordingMiddleware(app_module.app, ids, done)
+        server = stack.enter_context(serving(app, "receipts-wsgi"))
 
         for step in STEPS:
             book.begin([])
-            status = send(server.server_port, step)
+            status = send(server.server_port, "POST", "/orders", step.body, CLIENT_HEADERS)
             exchange = done.get(timeout=10)
             smtp_relay.wait_idle()
             clients, relays = timeline.take()
@@ -695,7 +521,10 @@ def record(verbose: bool = False) -> list[Span]:
                 *smtp_spans(relays.get("smtp", []), messages),
                 *job_spans(relays.get("redis", []), jobs.new_jobs()),
             ]
-            spans.extend(retime(exchange.trace_id, ids, exchange.server, others, step.timestamp_ns))
+            for raw in sorted(others, key=lambda s: s.start_ns):  # ids in time order
+                raw.span_id = ids.span()
+                exchange.clients.append(raw)
+            spans.extend(retime(exchange, step.timestamp_ns, SERVICE))
             effects = book.end()
             print(
                 f"{DAY} {step.at}  POST /orders {step.country} {step.email:<28} -> {status}  "
@@ -703,10 +532,7 @@ def record(verbose: bool = False) -> list[Span]:
             )
             if status != step.expect:
                 failures.append(f"{step.at} {step.email}: {status} != {step.expect}")
-    if failures:
-        raise SystemExit("recording does not match the incident:\n  " + "\n  ".join(failures))
-    spans.sort(key=lambda s: (s.timestamp_ns, s.span_id))
-    return spans
+    return checked(spans, failures)
 
 
 def summary(clients: list[RawSpan], effects: list[Effect]) -> str:
@@ -719,23 +545,7 @@ def summary(clients: list[RawSpan], effects: list[Effect]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=f"Record the {INCIDENT} incident.")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "incidents", help="directory")
-    parser.add_argument("--write-yaml", action="store_true", help="overwrite the incident YAML")
-    parser.add_argument("--verbose", action="store_true", help="show the app's error logs")
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-    spans = record(verbose=args.verbose)
-    args.out.mkdir(parents=True, exist_ok=True)
-    events = args.out / f"{INCIDENT}.events.jsonl.gz"
-    count = frozen.write_spans(events, spans)
-    print(f"wrote {count} spans to {events}")
-    yaml_path = args.out / f"{INCIDENT}.yaml"
-    if args.write_yaml or not yaml_path.exists():
-        yaml_path.write_text(INCIDENT_YAML, encoding="utf-8")
-        print(f"wrote {yaml_path}")
-    print(f"recorded in {time.perf_counter() - started:.1f} s")
-    return 0
+    return recording.main(argv, INCIDENT, INCIDENT_YAML, record)
 
 
 if __name__ == "__main__":
