@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
@@ -85,12 +86,13 @@ MATCHERS: dict[str, Callable[[LiveRequest, OutboundCall], bool]] = {
 PARTS = (*MATCHERS, "body", "header:<name>")
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # an HTTP token, lower case
+
+
 def is_part(name: str) -> bool:
-    return (
-        name in MATCHERS
-        or name == "body"
-        or (name.startswith("header:") and len(name) > len("header:"))
-    )
+    if name.startswith("header:"):
+        return bool(_HEADER_NAME.fullmatch(name.removeprefix("header:")))
+    return name in MATCHERS or name == "body"
 
 
 def _header(headers: Sequence[tuple[str, str]], name: str) -> list[str]:

@@ -24,7 +24,7 @@ from .hookspecs import PortStub
 from .matching import MatchRules
 from .normalize import Normalizer
 from .sandbox.policy import SandboxPolicy
-from .sandbox.sockaddr import split_endpoint
+from .sandbox.sockaddr import loopback_endpoints
 from .spans import OutboundCall, RecordedRequest
 from .spec import EmailMode, IncidentSpec, OutboundMode, ScheduledMode
 from .stubs.dns import DnsStub
@@ -94,29 +94,15 @@ def mapped_addresses(hosts: Iterable[str]) -> dict[str, str]:
     return {host: str(MAPPED_NET + 1 + i) for i, host in enumerate(sorted(set(hosts)))}
 
 
-def resolve_allow(entries: Sequence[str]) -> frozenset[tuple[str, int]]:
-    """`sandbox.allow` entries as loopback (ip, port); names other than localhost refused."""
-    allowed: set[tuple[str, int]] = set()
+def resolve_allow(entries: Sequence[str], key: str = "sandbox.allow") -> frozenset[tuple[str, int]]:
+    """Loopback (ip, port) pairs of `sandbox.allow`-style entries (validated by the spec)."""
+    resolved: set[tuple[str, int]] = set()
     for entry in entries:
-        host, port = split_endpoint(entry)
-        if host.lower() == "localhost":
-            allowed |= {("127.0.0.1", port), ("::1", port)}
-            continue
         try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            raise ReplayConfigError(
-                f"sandbox.allow: {entry!r}: only localhost or a numeric loopback address can "
-                "be allowed (a name would need a DNS lookup outside the machine)"
-            ) from None
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # the policy sees mapped addresses in their IPv4 form
-        if not ip.is_loopback:
-            raise ReplayConfigError(
-                f"sandbox.allow: {entry!r} is not a loopback address; nothing leaves the machine"
-            )
-        allowed.add((str(ip), port))
-    return frozenset(allowed)
+            resolved |= loopback_endpoints(entry)
+        except ValueError as exc:
+            raise ReplayConfigError(f"{key}: {exc}") from None
+    return frozenset(resolved)
 
 
 def endpoints_of(calls: Iterable[OutboundCall]) -> list[Endpoint]:
@@ -146,7 +132,7 @@ class IncidentReplay:
         calls = [call for request in requests for call in request.outbound]
         self.addresses = mapped_addresses(c.host.lower() for c in calls)
         self.allow = resolve_allow(effects.allow)
-        self.queues = resolve_allow(effects.queues)
+        self.queues = resolve_allow(effects.queues, "sandbox.queues")
         self.endpoints = endpoints_of(calls) if effects.outbound_stub else []
         self.ca: IncidentCA | None = None
         self.stubs: dict[Endpoint, HttpStub] = {}

@@ -28,6 +28,7 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unuse
 
 from .matching import DEFAULT_MATCH_ON, PARTS, is_part
 from .normalize import NORMALIZED, FieldNormalizer, Normalizer, PatternNormalizer
+from .sandbox.sockaddr import loopback_endpoints
 from .spans import parse_timestamp
 from .yaml_loader import KeyPath, YamlDocument, YamlLoadError, format_path, load_yaml
 
@@ -829,27 +830,14 @@ class _Checker:
     def sandbox(self, data: dict[str, Any]) -> SandboxSpec | None:
         allow = self.endpoints(data, "allow")
         jobs = JobsMode(data.get("jobs", JobsMode.RECORD.value))
-        queues = self.endpoints(data, "queues") if "queues" in data else None
+        explicit_queues = "queues" in data
+        queues = self.endpoints(data, "queues") if explicit_queues else DEFAULT_QUEUES
         match_on = self.match_on(data)
         normalize = self.normalizers(data.get("normalize") or [])
-        if (
-            allow is None
-            or match_on is None
-            or normalize is None
-            or ("queues" in data and queues is None)
-        ):
+        if allow is None or queues is None or match_on is None or normalize is None:
             return None
-        if queues is not None:
-            for path, text in self.items(data, "queues", ("sandbox",)):
-                if text.strip() in allow:
-                    self.fail(
-                        path,
-                        f"{text.strip()!r} is also in sandbox.allow; an endpoint is "
-                        "either live or a job queue, not both",
-                    )
-                    return None
-        else:
-            queues = tuple(q for q in DEFAULT_QUEUES if q not in allow)
+        if jobs is JobsMode.RECORD and not self.queues_apart(data, allow, queues, explicit_queues):
+            return None
         return SandboxSpec(
             outbound=OutboundMode(data.get("outbound", OutboundMode.STUB.value)),
             allow=allow,
@@ -862,11 +850,45 @@ class _Checker:
             normalize=normalize,
         )
 
+    def queues_apart(
+        self,
+        data: dict[str, Any],
+        allow: tuple[str, ...],
+        queues: tuple[str, ...],
+        explicit: bool,
+    ) -> bool:
+        """An endpoint is either live or a job queue: compared as resolved addresses."""
+        queued = {pair for entry in queues for pair in loopback_endpoints(entry)}
+        for path, text in self.items(data, "allow", ("sandbox",)):
+            if not loopback_endpoints(text.strip()) & queued:
+                continue
+            if explicit:
+                self.fail(
+                    path,
+                    f"{text.strip()!r} is also in sandbox.queues; an endpoint is "
+                    "either live or a job queue, not both",
+                )
+            else:
+                self.fail(
+                    path,
+                    f"{text.strip()!r} is the default job queue (sandbox.jobs: "
+                    "record stubs localhost:6379); set sandbox.queues to your queue "
+                    "endpoints, or sandbox.jobs: block, to let it through live",
+                )
+            return False
+        return True
+
     def endpoints(self, data: dict[str, Any], key: str) -> tuple[str, ...] | None:
+        """`host:port` entries that stand for loopback endpoints."""
         found: list[str] = []
         ok = True
         for path, text in self.items(data, key, ("sandbox",)):
             problem = _check_host_port(text.strip())
+            if problem is None:
+                try:
+                    loopback_endpoints(text.strip())
+                except ValueError as exc:
+                    problem = str(exc)
             if problem:
                 self.fail(path, problem)
                 ok = False
@@ -878,10 +900,21 @@ class _Checker:
         if "match_on" not in data:
             return DEFAULT_MATCH_ON
         parts: list[str] = []
-        for path, text in self.items(data, "match_on", ("sandbox",)):
+        entries = self.items(data, "match_on", ("sandbox",))
+        if not entries:
+            self.fail(
+                ("sandbox", "match_on"),
+                "an empty match_on would serve any call with "
+                f"any recorded one; allowed parts: {', '.join(PARTS)}",
+            )
+            return None
+        for path, text in entries:
             part = text.strip().lower()
             if not is_part(part):
                 self.fail(path, f"{text!r} is not a part of a call; allowed: {', '.join(PARTS)}")
+                return None
+            if part in parts:
+                self.fail(path, f"{text!r} is listed twice")
                 return None
             parts.append(part)
         return tuple(parts)

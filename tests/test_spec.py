@@ -78,7 +78,7 @@ def test_full_file_loads_into_dataclasses(tmp_path: Path) -> None:
           request_timeout: 2m
         sandbox:
           outbound: block
-          allow: ["localhost:5432", "[::1]:6379"]
+          allow: ["localhost:5432", "[::1]:6380"]
           unmatched: block
         expect:
           status: "<500"
@@ -108,7 +108,7 @@ def test_full_file_loads_into_dataclasses(tmp_path: Path) -> None:
     )
     assert spec.sandbox == SandboxSpec(
         outbound=OutboundMode.BLOCK,
-        allow=("localhost:5432", "[::1]:6379"),
+        allow=("localhost:5432", "[::1]:6380"),
         unmatched=UnmatchedMode.BLOCK,
     )
     assert spec.expect == Expect(status=StatusCondition("<", 500, "<500"), resolved=True)
@@ -639,9 +639,16 @@ sandbox:
     assert pattern.replacement == "<ms>"
 
 
-def test_allowed_endpoint_leaves_the_default_queues(tmp_path: Path) -> None:
-    spec = load(tmp_path, MINIMAL + 'sandbox: {allow: ["localhost:6379"]}\n')
-    assert spec.sandbox.queues == ()
+def test_an_allowed_default_queue_is_an_error_not_a_live_redis(tmp_path: Path) -> None:
+    problem = error(tmp_path, MINIMAL + 'sandbox: {allow: ["127.0.0.1:6379"]}\n')
+    assert problem.line == 4
+    assert "is the default job queue" in problem.message
+    assert "set sandbox.queues" in problem.message
+
+
+def test_allowing_the_default_queue_with_jobs_blocked_is_fine(tmp_path: Path) -> None:
+    spec = load(tmp_path, MINIMAL + 'sandbox: {allow: ["localhost:6379"], jobs: block}\n')
+    assert spec.sandbox.allow == ("localhost:6379",) and spec.sandbox.queues == ()
 
 
 def test_jobs_block_serves_no_queue(tmp_path: Path) -> None:
@@ -660,8 +667,16 @@ def test_jobs_block_serves_no_queue(tmp_path: Path) -> None:
          "sandbox.normalize[0].pattern: not a regular expression"),
         ("sandbox:\n  email: smtp\n", 5,
          "sandbox.email: 'smtp' is not allowed; allowed: stub, block"),
-        ("sandbox:\n  allow: [localhost:6379]\n  queues: [localhost:6379]\n", 6,
-         "sandbox.queues[0]: 'localhost:6379' is also in sandbox.allow"),
+        ("sandbox:\n  allow: [localhost:6379]\n  queues: ['127.0.0.1:6379']\n", 5,
+         "sandbox.allow[0]: 'localhost:6379' is also in sandbox.queues"),
+        ("sandbox:\n  queues: [redis.internal:6379]\n", 5,
+         "sandbox.queues[0]: 'redis.internal:6379': only localhost or a numeric loopback"),
+        ("sandbox:\n  allow: ['10.1.2.3:5432']\n", 5,
+         "sandbox.allow[0]: '10.1.2.3:5432' is not a loopback address"),
+        ("sandbox:\n  match_on: []\n", 5, "sandbox.match_on: an empty match_on"),
+        ("sandbox:\n  match_on: [path, path]\n", 5, "sandbox.match_on[1]: 'path' is listed twice"),
+        ("sandbox:\n  match_on: ['header: Idempotency-Key']\n", 5,
+         "sandbox.match_on[0]: 'header: Idempotency-Key' is not a part of a call"),
     ],
 )  # fmt: skip
 def test_side_effect_mistakes_point_at_their_line(
