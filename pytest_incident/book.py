@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .effects import Effect, Outcome
 from .matching import DEFAULT_MATCH_ON, LiveRequest, MatchRules, find_match, nearest
@@ -45,12 +45,16 @@ class ReplayBook:
         self._used: set[int] = set()
         self._effects: list[Effect] = []
         self._done = threading.Event()  # the current item's; a new one for each item
+        self._done.set()  # no item yet
+        self._label = ""  # the current (or last) request's id
+        self._late: list[Effect] = []  # effects that arrived while no item was running
 
-    def begin(self, calls: Sequence[OutboundCall]) -> None:
+    def begin(self, calls: Sequence[OutboundCall], label: str = "") -> None:
         with self._lock:
             self._calls = tuple(calls)
             self._used = set()
-            self._effects = []
+            self._effects, self._late = self._late, []  # late ones are shown on this item
+            self._label = label
             self._done = threading.Event()
 
     @property
@@ -59,8 +63,15 @@ class ReplayBook:
         return self._done
 
     def add(self, effect: Effect) -> None:
+        """Record a side effect. One that arrives after its item answered (a mail sent from
+        a background thread) is kept for the next item, marked with the request it came
+        after, never dropped and never passed off as the next request's own."""
         with self._lock:
-            self._effects.append(effect)
+            if self._done.is_set():
+                when = f"after request {self._label}" if self._label else "before any request"
+                self._late.append(replace(effect, detail=f"{effect.detail}  [late: {when}]"))
+            else:
+                self._effects.append(effect)
 
     def serve(self, live: LiveRequest) -> Reply:
         what = f"{live.method} {live.url}"

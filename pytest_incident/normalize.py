@@ -8,6 +8,7 @@
 # regular expression over the canonical text.
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Sequence
@@ -16,7 +17,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 NORMALIZED = "<normalized>"
-_FORM_RE = re.compile(r"^[\w.%\[\]~-]+=[^&]*(&[\w.%\[\]~-]+=[^&]*)*$")
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,24 @@ def _replace_path(value: Any, parts: list[str], replacement: str) -> Any:
     return value
 
 
+def _form_pairs(text: str) -> list[tuple[str, str]] | None:
+    """The fields of an urlencoded form, or None when `text` is not one."""
+    body = text.rstrip("&")
+    if "=" not in body or any(c.isspace() for c in body):
+        return None
+    try:
+        return parse_qsl(body, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        return None
+
+
 def canonical_body(raw: bytes, normalizers: Sequence[Normalizer] = ()) -> str:
-    """The body as comparable text, after the normalizers."""
-    text = raw.decode("utf-8", "replace")
+    """The body as comparable text, after the normalizers. A body that is not UTF-8 text is
+    compared byte for byte (as base64); normalizers do not apply to it."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(raw).decode("ascii")
     stripped = text.strip()
     fields = [n for n in normalizers if isinstance(n, FieldNormalizer)]
     patterns = [n for n in normalizers if isinstance(n, PatternNormalizer)]
@@ -80,8 +95,7 @@ def canonical_body(raw: bytes, normalizers: Sequence[Normalizer] = ()) -> str:
         for field in fields:
             parsed = field.apply_json(parsed)
         canonical = json.dumps(parsed, sort_keys=True, indent=1, ensure_ascii=False)
-    elif stripped and _FORM_RE.match(stripped):
-        pairs = parse_qsl(stripped, keep_blank_values=True)
+    elif (pairs := _form_pairs(stripped)) is not None:
         for field in fields:
             pairs = field.apply_form(pairs)
         canonical = "\n".join(f"{k}={v}" for k, v in sorted(pairs))

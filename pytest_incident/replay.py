@@ -230,7 +230,9 @@ class IncidentReplay:
             )
         else:
             raise ReplayConfigError("target needs one of: wsgi, command")
-        env = dict(os.environ)
+        env = {**os.environ, **config.env}
+        # the target's own PYTHONPATH (from target.env or the environment) comes after its
+        # working directory, and the in-target hooks come first
         paths = [str(config.cwd), env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         env["PYTHONUNBUFFERED"] = "1"
@@ -240,7 +242,6 @@ class IncidentReplay:
         if self.ca is not None:
             files = self.ca.write_files(self.workdir / "tls")
             env.update(trust_env(files, pythonpath=env["PYTHONPATH"]))
-        env.update(config.env)
         if not self.options.sandboxed:
             env.update(self.unsandboxed_env(config.env))
         return Launch(argv, env, config.cwd, port, config.ready_timeout_s)
@@ -307,7 +308,9 @@ class IncidentReplay:
         if self.dns is not None:
             self.dns.take_lookups()
         process.read_events()  # drop whatever belongs to earlier items
-        self.book.begin(request.outbound)
+        if self.jobs is not None:
+            self.jobs.reset()  # every request starts from an empty queue store
+        self.book.begin(request.outbound, label=request.request_id[:8])
         started = time.monotonic()
         status, body, error = self._send(request, process.launch.port)
         elapsed = time.monotonic() - started

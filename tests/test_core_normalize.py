@@ -118,3 +118,31 @@ def test_book_serves_by_body_and_reports_the_diff_on_a_miss() -> None:
     effects = book.end()
     assert [e.outcome for e in effects] == [Outcome.SERVED, Outcome.UNMATCHED]
     assert "-amount=900" in effects[1].detail and "+amount=100" in effects[1].detail
+
+
+def test_binary_bodies_are_compared_byte_for_byte() -> None:
+    assert canonical_body(b"\xff\xfe\x00a") != canonical_body(b"\xfe\xff\x00a")
+    assert canonical_body(b"\x1f\x8b\x08\x00abc") == canonical_body(b"\x1f\x8b\x08\x00abc")
+
+
+def test_forms_with_encoded_spaces_stars_and_trailing_ampersands_are_forms() -> None:
+    rule = [FieldNormalizer("q")]
+    assert canonical_body(b"name=Ada+Lovelace&q=1&", rule) == canonical_body(
+        b"q=2&name=Ada+Lovelace", rule
+    )
+    assert canonical_body(b"filter=a*b&q=1", rule) == canonical_body(b"q=9&filter=a*b", rule)
+    assert canonical_body(b"just some text") == "just some text"
+
+
+def test_a_late_side_effect_is_shown_on_the_next_item_marked_late() -> None:
+    from pytest_incident.effects import Effect
+
+    book = ReplayBook()
+    book.begin([], label="aaaa1111")
+    book.end()
+    book.add(Effect(Outcome.EMAIL, "mail from a to b", "subject: hi"))  # after it answered
+    book.begin([], label="bbbb2222")
+    book.add(Effect(Outcome.EMAIL, "mail from c to d", "subject: own"))
+    late, own = book.end()
+    assert late.detail == "subject: hi  [late: after request aaaa1111]"
+    assert own.detail == "subject: own"

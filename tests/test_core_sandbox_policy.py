@@ -58,11 +58,18 @@ def v6(ip: str, port: int) -> SockAddr:
     return SockAddr(AF_INET6, ip, port)
 
 
-@pytest.mark.parametrize("domain", [AF_UNIX, AF_NETLINK])
 @pytest.mark.parametrize("send", [False, True])
-def test_local_sockets_pass_silently(domain: int, send: bool) -> None:
-    for addr in (SockAddr(AF_UNIX, "/run/postgresql/.s.PGSQL.5432"), SockAddr(AF_NETLINK)):
-        decision = policy().decide(Socket(domain, STREAM), addr, send=send)
+def test_unix_sockets_pass_live_and_are_reported(send: bool) -> None:
+    addr = SockAddr(AF_UNIX, "/run/redis/redis.sock")
+    decision = policy().decide(Socket(AF_UNIX, STREAM), addr, send=send)
+    assert decision.action is Action.ALLOW
+    assert decision.report is True  # it can reach a local service: the item lists it
+
+
+@pytest.mark.parametrize("send", [False, True])
+def test_netlink_and_unnamed_unix_sockets_pass_silently(send: bool) -> None:
+    for domain, addr in [(AF_NETLINK, SockAddr(AF_NETLINK)), (AF_UNIX, SockAddr(AF_UNIX, ""))]:
+        decision = policy().decide(Socket(domain, DGRAM), addr, send=send)
         assert decision.action is Action.ALLOW
         assert decision.report is False
 

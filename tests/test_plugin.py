@@ -396,8 +396,13 @@ def app(environ, start_response):
 """
 
 
-@pytest.mark.parametrize("mode", ["hold", "run"])
-def test_scheduled_jobs_are_held_during_a_replay(demo: pytest.Pytester, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "env"), [("hold", "{}"), ("run", "{}"), ("hold", "{PYTHONPATH: vendored}")]
+)
+def test_scheduled_jobs_are_held_during_a_replay(
+    demo: pytest.Pytester, mode: str, env: str
+) -> None:
+    """Also when the target brings its own PYTHONPATH: the in-target hooks still load."""
     pytest.importorskip("apscheduler")
     demo.makepyfile(scheduled_app=SCHEDULED_APP)
     write_incident(
@@ -405,7 +410,7 @@ def test_scheduled_jobs_are_held_during_a_replay(demo: pytest.Pytester, mode: st
         "scheduled",
         f"""
 select: {{routes: ["GET /health"]}}
-target: {{wsgi: "scheduled_app:app"}}
+target: {{wsgi: "scheduled_app:app", env: {env}}}
 sandbox: {{scheduled: {mode}}}
 """,
     )
