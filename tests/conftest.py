@@ -10,6 +10,7 @@ import pytest
 # Imported once here: in-process pytester runs restore sys.modules afterwards, and a second
 # import of cryptography (through trustme) breaks its type checks in the next run.
 import pytest_incident.replay  # noqa: F401
+from pytest_incident.database import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_YAML = "incidents/2024-05-signup.yaml"
@@ -55,3 +56,16 @@ def listener() -> Iterator[socket.socket]:
     sock.settimeout(0.3)
     yield sock
     sock.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    """The PostgreSQL server the database tests use (libpq variables, default
+    postgres@127.0.0.1:5432); `./dev test` sets one up on a fresh Debian machine."""
+    server = PostgresServer.from_env()
+    if not server.reachable():
+        pytest.skip(
+            f"no PostgreSQL at {server.host}:{server.port}: run ./dev test (as root it sets up "
+            "Debian's postgresql) or point PGHOST/PGPORT/PGUSER/PGPASSWORD at one"
+        )
+    return server
