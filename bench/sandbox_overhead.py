@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pytest_incident.database import PostgresServer, TemplateDatabase  # noqa: E402
 from pytest_incident.effects import Outcome  # noqa: E402
 from pytest_incident.frozen import read_spans  # noqa: E402
 from pytest_incident.replay import IncidentReplay, ReplayOptions, replay_for_spec  # noqa: E402
@@ -59,6 +60,14 @@ def ratio(a: float, b: float) -> str:
 
 
 # --- 1. incident replay -----------------------------------------------------------------
+
+
+def restore_demo_database() -> None:
+    """The demo stores its accounts in PostgreSQL: start from its template (see conftest.py)."""
+    server = PostgresServer.from_env()
+    if not server.reachable():
+        sys.exit(f"bench: the signup demo needs PostgreSQL at {server.host}:{server.port}")
+    TemplateDatabase(server, "signup", (ROOT / "examples/signup/schema.sql",)).restore()
 
 
 def load_demo() -> tuple[IncidentSpec, list[RecordedRequest]]:
@@ -407,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         del os.environ[var]  # both sides talk to 127.0.0.1 only; a proxy would be a 3rd party
 
     began = time.perf_counter()
+    restore_demo_database()
     spec, requests = load_demo()
     fast = [r for r in requests if not any(c.timed_out for c in r.outbound)]
     print(

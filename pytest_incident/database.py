@@ -98,7 +98,7 @@ class TemplateDatabase:
             ).fetchone()
             if exists:
                 return template
-            building = f"{template}_building"
+            building = f"{template}_b{os.getpid()}"  # per process: xdist workers may race
             admin.execute(f"DROP DATABASE IF EXISTS {_ident(building)} WITH (FORCE)")
             admin.execute(f"CREATE DATABASE {_ident(building)}")
             try:
@@ -107,9 +107,10 @@ class TemplateDatabase:
                         conn.execute(Path(path).read_text())
                 # renamed only once complete: a half-built template is never used
                 admin.execute(f"ALTER DATABASE {_ident(building)} RENAME TO {_ident(template)}")
-            except BaseException:
+            except _psycopg().errors.DuplicateDatabase:
+                pass  # another process finished the same template first: use theirs
+            finally:
                 admin.execute(f"DROP DATABASE IF EXISTS {_ident(building)} WITH (FORCE)")
-                raise
         return template
 
     def restore(self) -> str:

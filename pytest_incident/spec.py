@@ -59,7 +59,7 @@ NOT_SUPPORTED_YET: tuple[KeyPath, ...] = (
 VERSION_LABEL = "pytest-incident 0.1"
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_ENV_RE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_RE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _ROUTE_RE = re.compile(r"([A-Za-z]+)\s+(/\S*)")
 _TRACE_PREFIX_RE = re.compile(r"[0-9a-fA-F]{4,32}")
@@ -516,9 +516,11 @@ class _Loader:
             return value
 
         def substitute(match: re.Match[str]) -> str:
-            name = match.group(2)
+            name, default = match.group(2), match.group(3)
             if match.group(1):  # `$${NAME}` is a literal `${NAME}`
-                return "${" + name + "}"
+                return match.group(0)[1:]
+            if name not in self.environ and default is not None:
+                return default  # `${NAME:-default}`
             if name not in self.environ:
                 where = format_path(path)
                 problems.add(self.span(path), f"{where}: environment variable {name} is not set")

@@ -28,6 +28,7 @@ def demo(pytester: pytest.Pytester) -> pytest.Pytester:
         ignore=shutil.ignore_patterns("__pycache__", "__snapshots__"),
     )
     # in-process pytester runs see the plugin already imported by the outer session
+    shutil.copy(ROOT / "conftest.py", pytester.path / "conftest.py")  # signup_db
     pytester.makeini(
         "[pytest]\nfilterwarnings =\n"
         "    ignore:Module already imported:pytest.PytestAssertRewriteWarning\n"

@@ -685,3 +685,12 @@ def test_side_effect_mistakes_point_at_their_line(
     problem = error(tmp_path, MINIMAL + body)
     assert problem.line == line
     assert problem.message.startswith(message)
+
+
+def test_env_default_when_the_variable_is_unset(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        'target: {wsgi: "examples.signup.app:app"}',
+        'target: {wsgi: "examples.signup.app:app", env: {DB: "signup${WORKER:-}-${X:-x}"}}',
+    )
+    assert load(tmp_path, text, {}).target.env["DB"] == "signup-x"
+    assert load(tmp_path, text, {"WORKER": "gw1", "X": "y"}).target.env["DB"] == "signupgw1-y"

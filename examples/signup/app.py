@@ -12,6 +12,7 @@ import os
 import re
 from typing import Any
 
+import psycopg
 import requests
 from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -21,7 +22,6 @@ PAYMENTS_TIMEOUT_S = 1.0
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 
 app = Flask(__name__)
-accounts: dict[str, dict[str, str]] = {}
 
 
 class UpstreamError(Exception):
@@ -60,6 +60,19 @@ def charge_first_month(customer: str, plan: str) -> str | None:
     return str(resp.json()["id"])
 
 
+def save_account(account: dict[str, str]) -> None:
+    """Store the account in PostgreSQL (DATABASE_URL); signing up again overwrites it."""
+    url = os.environ.get("DATABASE_URL", "postgresql://postgres@localhost:5432/signup")
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO accounts (id, email, plan, customer, status) "
+            "VALUES (%(id)s, %(email)s, %(plan)s, %(customer)s, %(status)s) "
+            "ON CONFLICT (email) DO UPDATE SET plan = EXCLUDED.plan, "
+            "customer = EXCLUDED.customer, status = EXCLUDED.status",
+            account,
+        )
+
+
 def account_id(email: str) -> str:
     return "acct_" + hashlib.sha1(email.encode("utf-8")).hexdigest()[:12]
 
@@ -89,9 +102,9 @@ def signup() -> ResponseReturnValue:
 
     if charge is None:
         account["status"] = "payment_pending"
-        accounts[email] = account
+        save_account(account)
         return jsonify(account=account["id"], status="payment_pending"), 202
 
     account["status"] = "active"
-    accounts[email] = account
+    save_account(account)
     return jsonify(account=account["id"], status="active", charge=charge), 201

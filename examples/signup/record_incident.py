@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -30,6 +31,7 @@ import requests
 import urllib3.util.connection
 from requests.adapters import HTTPAdapter
 
+from pytest_incident.database import PostgresServer, TemplateDatabase
 from pytest_incident.spans import Span, SpanKind, parse_timestamp
 
 from .. import recording
@@ -55,6 +57,7 @@ INCIDENT = "2024-05-signup"
 SERVICE = "signup"
 PAYMENTS_HOST = "api.payments.example"
 PAYMENTS_URL = f"http://{PAYMENTS_HOST}"
+SCHEMA = Path(__file__).with_name("schema.sql")
 DAY = "2024-05-14"
 CLIENT_HEADERS = {
     "Accept": "application/json",
@@ -245,8 +248,12 @@ def record(verbose: bool = False) -> list[Span]:
     done: queue.Queue[Exchange] = queue.Queue()
     spans: list[Span] = []
     failures: list[str] = []
+    # the accounts land in a fresh copy of the signup database (PGHOST/PGPORT/PGUSER/...)
+    postgres = PostgresServer.from_env()
+    TemplateDatabase(postgres, "signup", (SCHEMA,)).restore()
+    database_url = postgres.url("signup")
     with ExitStack() as stack:  # every patch and server is undone/stopped on the way out
-        env = {**no_proxy_env(), "PAYMENTS_URL": PAYMENTS_URL}  # loopback only
+        env = {**no_proxy_env(), "PAYMENTS_URL": PAYMENTS_URL, "DATABASE_URL": database_url}
         stack.enter_context(mock.patch.dict(os.environ, env))
         fake = stack.enter_context(SlowPayments([SLOWDOWN], customers=EXISTING_CUSTOMERS))
         stack.enter_context(
