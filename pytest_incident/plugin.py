@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .book import ReplayBook
     from .hookspecs import PortStub
     from .replay import IncidentReplay, ReplayResult
+    from .snapshot import SnapshotCheck
     from .spans import RecordedRequest
     from .spec import IncidentSpec
     from .verdict import Verdict
@@ -125,10 +126,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(FrozenFileSource(), "incident-frozen-source")
     config.pluginmanager.register(IncidentReporter(), "incident-reporter")
     config.addinivalue_line("markers", "incident(name): a replayed request of incident NAME")
+    if config.pluginmanager.hasplugin("syrupy"):
+        from .snapshot import exact_snapshot_names
+
+        exact_snapshot_names(config, _replay_request)
     if state.names:
         files = [find_incident(state, name) for name in state.names]
         if config.args_source is not pytest.Config.ArgsSource.ARGS:
             config.args[:] = [str(f) for f in files]
+            # the paths "given": syrupy judges unused snapshots only within them, so other
+            # incidents' snapshots are not taken for unused (nor deleted by an update)
+            config.option.file_or_dir = list(config.args)
 
 
 def incident_files(state: IncidentState) -> Iterator[Path]:
@@ -177,6 +185,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     return IncidentFile.from_parent(parent, path=file_path)
 
 
+@pytest.hookimpl(trylast=True)  # after plugins that record what was collected (syrupy)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash[state_key]
     if not state.request_ids:
@@ -208,8 +217,9 @@ class IncidentFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         from .frozen import FrozenFileError
         from .selection import select_requests, short_ids
+        from .snapshot import SNAPSHOT_FIXTURE
         from .spec import IncidentFileError as SpecError
-        from .spec import load_incident
+        from .spec import MutationsMode, load_incident
 
         try:
             self.spec = load_incident(self.path, _environ())
@@ -224,6 +234,17 @@ class IncidentFile(pytest.File):
             raise IncidentFileError(self._relative(str(exc), exc.path)) from None
         if self.spec.usefixtures:
             self.add_marker(pytest.mark.usefixtures(*self.spec.usefixtures))
+        if self.spec.expect.mutations is MutationsMode.SNAPSHOT:
+            if not self.config.pluginmanager.hasplugin("syrupy"):
+                raise IncidentFileError(
+                    self._relative(
+                        f"{self.path}:{self.spec.lines.get('expect.mutations', 1)}: "
+                        "expect.mutations: snapshot needs syrupy's pytest plugin, which is "
+                        "not active (not installed, or disabled with -p no:syrupy)",
+                        self.path,
+                    )
+                )
+            self.add_marker(pytest.mark.usefixtures(SNAPSHOT_FIXTURE))
         self.add_marker(pytest.mark.incident(self.spec.name))
         ids = short_ids(requests)
         line = self.spec.lines.get("select", self.spec.lines.get("window", 1))
@@ -320,6 +341,7 @@ class IncidentItem(pytest.Function):
         return self.parent
 
     def runtest(self) -> None:
+        from .spec import MutationsMode
         from .verdict import Expectations, judge
 
         parent = self.incident_file
@@ -339,8 +361,14 @@ class IncidentItem(pytest.Function):
         self.user_properties.append(("incident_now", result.status))
         self.user_properties.append(("incident_resolved", verdict.resolved))
         self.ihook.pytest_incident_replayed(item=self, result=result, verdict=verdict)
-        if not verdict.passed or result.crash:
-            raise ReplayFailure(render_failure(self.request, result, verdict, spec))
+        check = None
+        if spec.expect.mutations is MutationsMode.SNAPSHOT:
+            from .snapshot import SNAPSHOT_FIXTURE, SideEffectLog, check_snapshot
+
+            log = SideEffectLog.of_result(result)
+            check = check_snapshot(self.funcargs[SNAPSHOT_FIXTURE], log, self.config)
+        if not verdict.passed or result.crash or (check is not None and not check.matched):
+            raise ReplayFailure(render_failure(self.request, result, verdict, spec, check))
 
     def repr_failure(  # type: ignore[override]  # Item.repr_failure takes no style
         self, excinfo: pytest.ExceptionInfo[BaseException]
@@ -370,7 +398,11 @@ def _preview(body: bytes, limit: int = 300) -> str:
 
 
 def render_failure(
-    request: RecordedRequest, result: ReplayResult, verdict: Verdict, spec: IncidentSpec
+    request: RecordedRequest,
+    result: ReplayResult,
+    verdict: Verdict,
+    spec: IncidentSpec,
+    snapshot: SnapshotCheck | None = None,
 ) -> str:
     from .spans import format_timestamp
 
@@ -384,6 +416,8 @@ def render_failure(
     problems = list(verdict.problems)
     if result.crash:
         problems.insert(0, result.crash)
+    if snapshot is not None and not snapshot.matched:
+        problems.append(snapshot.problem)
     lines.append("problems:")
     lines.extend(f"  - {p}" for p in problems)
     lines.append("outbound calls:")
@@ -391,6 +425,9 @@ def render_failure(
         lines.extend(_indent(e.render(), "  ") for e in result.effects)
     else:
         lines.append("  (none)")
+    if snapshot is not None and snapshot.diff:
+        lines.append(f"side-effect log [{snapshot.name}]  (- snapshot, + now):")
+        lines.extend(_indent(line, "  ") for line in snapshot.diff)
     if result.body:
         lines.append(f"response body (now): {_preview(result.body)}")
     if result.output_tail:

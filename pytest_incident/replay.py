@@ -12,6 +12,7 @@ import ipaddress
 import os
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,13 +24,16 @@ from .effects import Effect, Outcome
 from .hookspecs import PortStub
 from .matching import MatchRules
 from .normalize import Normalizer
+from .pgwire import Mutation
 from .sandbox.policy import SandboxPolicy
 from .sandbox.sockaddr import loopback_endpoints
+from .snapshot import MutationEntry
 from .spans import OutboundCall, RecordedRequest
 from .spec import EmailMode, IncidentSpec, OutboundMode, ScheduledMode
 from .stubs.dns import DnsStub
 from .stubs.http import Endpoint, HttpStub
 from .stubs.jobs import JobQueueStub
+from .stubs.pgtap import PgTap
 from .stubs.sink import DatagramSink
 from .stubs.smtp import SmtpStub
 from .stubs.tls import IncidentCA, trust_env
@@ -87,6 +91,7 @@ class ReplayResult:
     crash: str  # "" when the target is still alive
     output_tail: str
     elapsed_s: float
+    mutations: tuple[MutationEntry, ...] = ()  # the database tap's log, in order
 
 
 def mapped_addresses(hosts: Iterable[str]) -> dict[str, str]:
@@ -139,6 +144,9 @@ class IncidentReplay:
         self.smtp: dict[int, SmtpStub] = {}
         self.port_stubs: dict[int, PortStub] = {}
         self.jobs: JobQueueStub | None = None
+        self.taps: dict[tuple[str, int], PgTap] = {}  # allowed endpoint -> its tap
+        self._mutations: list[MutationEntry] = []
+        self._mutations_lock = threading.Lock()
         self.dns: DnsStub | None = None
         self.sink: DatagramSink | None = None
         self.process: TargetProcess | None = None
@@ -172,6 +180,8 @@ class IncidentReplay:
             self.smtp[SMTPS_PORT] = SmtpStub(self.book, tls=self._any_host_tls(), implicit_tls=True)
         if self.queues:
             self.jobs = JobQueueStub(self.book)
+        for live in sorted(self.allow):  # live, through a tap: database writes are logged
+            self.taps[live] = PgTap(live, self._on_mutations)
         if self.make_port_stubs is not None:
             self.port_stubs = dict(self.make_port_stubs(self.book))
         self.dns = DnsStub(self.addresses)
@@ -200,6 +210,7 @@ class IncidentReplay:
         }
         if self.jobs is not None:
             redirects.update({endpoint: self.jobs.address for endpoint in self.queues})
+        redirects.update({endpoint: tap.address for endpoint, tap in self.taps.items()})
         return SandboxPolicy(
             redirects=redirects,
             allow=self.allow,
@@ -292,6 +303,9 @@ class IncidentReplay:
         for port_stub in self.port_stubs.values():
             port_stub.close()
         self.port_stubs.clear()
+        for tap in self.taps.values():
+            tap.close()
+        self.taps.clear()
         if self.dns is not None:
             self.dns.close()
             self.dns = None
@@ -310,6 +324,8 @@ class IncidentReplay:
         process.read_events()  # drop whatever belongs to earlier items
         if self.jobs is not None:
             self.jobs.reset()  # every request starts from an empty queue store
+        with self._mutations_lock:
+            self._mutations.clear()  # writes of earlier items (or between items) are theirs
         self.book.begin(request.outbound, label=request.request_id[:8])
         started = time.monotonic()
         status, body, error = self._send(request, process.launch.port)
@@ -327,7 +343,21 @@ class IncidentReplay:
             crash,
             process.output_tail() if (crash or status is None) else "",
             elapsed,
+            self._take_mutations(),
         )
+
+    def _on_mutations(self, mutations: list[Mutation]) -> None:
+        """From a tap's relay thread: keep the settled writes of the item running now."""
+        with self._mutations_lock:
+            self._mutations.extend(mutations)
+
+    def _take_mutations(self) -> tuple[MutationEntry, ...]:
+        """The item's settled writes, then those of transactions still open (outcome
+        "pending"): a request that answered before committing shows as such."""
+        pending = [m for tap in self.taps.values() for m in tap.pending()]
+        with self._mutations_lock:
+            taken, self._mutations = self._mutations, []
+        return (*taken, *pending)
 
     def _send(self, request: RecordedRequest, port: int) -> tuple[int | None, bytes, str]:
         conn = http.client.HTTPConnection(
@@ -354,8 +384,19 @@ class IncidentReplay:
 
     def _sandbox_effects(self, process: TargetProcess) -> list[Effect]:
         effects: list[Effect] = []
+        tapped = {f"{tap.address[0]}:{tap.address[1]}" for tap in self.taps.values()}
         for event in process.read_events():
-            if event.get("event") != "net" or event.get("action") == "redirect":
+            if event.get("event") != "net":
+                continue
+            if event.get("action") == "redirect":
+                if event.get("to") in tapped:  # an allowed endpoint, live through its tap
+                    effects.append(
+                        Effect(
+                            Outcome.ALLOWED,
+                            f"{event['call']} {event['dest']}",
+                            "in sandbox.allow (live; writes logged)",
+                        )
+                    )
                 continue
             dest = event["dest"]
             host = event.get("host") or self._unrecorded_name(dest)

@@ -54,7 +54,6 @@ NOT_SUPPORTED_YET: tuple[KeyPath, ...] = (
     ("injections",),
     ("repeat",),
     ("target", "asgi"),
-    ("expect", "mutations"),
 )
 VERSION_LABEL = "pytest-incident 0.1"
 
@@ -108,6 +107,11 @@ class EmailMode(enum.Enum):
 class JobsMode(enum.Enum):
     RECORD = "record"  # job-queue connections go to the job stub: recorded, not dispatched
     BLOCK = "block"  # job-queue connections are refused
+
+
+class MutationsMode(enum.Enum):
+    SNAPSHOT = "snapshot"  # each request's side-effect log is asserted against a syrupy snapshot
+    IGNORE = "ignore"
 
 
 class ScheduledMode(enum.Enum):
@@ -190,6 +194,7 @@ class SandboxSpec:
 class Expect:
     status: StatusCondition | None = None
     resolved: bool = False
+    mutations: MutationsMode = MutationsMode.IGNORE
 
 
 @dataclass(frozen=True)
@@ -427,7 +432,11 @@ def _schema() -> dict[str, Any]:
                 }
             ),
             "expect": mapping(
-                {"status": status, "resolved": {"type": "boolean"}, "mutations": True}
+                {
+                    "status": status,
+                    "resolved": {"type": "boolean"},
+                    "mutations": {"enum": [mode.value for mode in MutationsMode]},
+                }
             ),
             "usefixtures": text_or_list,
             "injections": True,
@@ -951,7 +960,11 @@ class _Checker:
             )
             if status is None:
                 return None
-        return Expect(status=status, resolved=bool(data.get("resolved", False)))
+        return Expect(
+            status=status,
+            resolved=bool(data.get("resolved", False)),
+            mutations=MutationsMode(data.get("mutations", MutationsMode.IGNORE.value)),
+        )
 
     def usefixtures(self, value: str | list[str] | None) -> tuple[str, ...] | None:
         names = self.items({"usefixtures": value}, "usefixtures", ())

@@ -25,7 +25,7 @@ def demo(pytester: pytest.Pytester) -> pytest.Pytester:
     shutil.copytree(
         ROOT / "incidents",
         pytester.path / "incidents",
-        ignore=shutil.ignore_patterns("__pycache__", "__snapshots__"),
+        ignore=shutil.ignore_patterns("__pycache__"),
     )
     # in-process pytester runs see the plugin already imported by the outer session
     shutil.copy(ROOT / "conftest.py", pytester.path / "conftest.py")  # signup_db

@@ -447,7 +447,6 @@ def test_clickhouse_source_not_supported_yet(tmp_path: Path, source: str) -> Non
     [
         ("injections:\n  - {fail: connect, host: api.stripe.com}\n", 4, "injections"),
         ("repeat: {count: 10}\n", 4, "repeat"),
-        ("expect:\n  status: '<500'\n  mutations: snapshot\n", 6, "expect.mutations"),
         ("target2: 1\n", 4, None),
     ],
 )
