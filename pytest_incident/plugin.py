@@ -363,9 +363,9 @@ class IncidentItem(pytest.Function):
         self.ihook.pytest_incident_replayed(item=self, result=result, verdict=verdict)
         check = None
         if spec.expect.mutations is MutationsMode.SNAPSHOT:
-            from .snapshot import SNAPSHOT_FIXTURE, SideEffectLog, check_snapshot
+            from .snapshot import SNAPSHOT_FIXTURE, SideEffectLog, check_snapshot, normalizer
 
-            log = SideEffectLog.of_result(result)
+            log = SideEffectLog.of_result(result, normalizer(spec.expect.normalize))
             check = check_snapshot(self.funcargs[SNAPSHOT_FIXTURE], log, self.config)
         if not verdict.passed or result.crash or (check is not None and not check.matched):
             raise ReplayFailure(render_failure(self.request, result, verdict, spec, check))

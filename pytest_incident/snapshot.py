@@ -54,6 +54,30 @@ def stable_text(text: str) -> str:
     return _UUID_RE.sub("<uuid>", text)
 
 
+# ISO 8601 / PostgreSQL timestamps: 2024-05-14T14:03:12Z, 2024-05-14 14:03:12.123456+00
+_TIMESTAMP_RE = re.compile(
+    r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}(?::?\d{2})?)?\b"
+)
+BUILTIN_NORMALIZERS: dict[str, tuple[re.Pattern[str], str]] = {
+    "uuids": (_UUID_RE, "<uuid>"),
+    "timestamps": (_TIMESTAMP_RE, "<timestamp>"),
+}
+DEFAULT_NORMALIZE = ("uuids", "timestamps")
+
+
+def normalizer(rules: Sequence[str | tuple[re.Pattern[str], str]]) -> TextNormalizer:
+    """A TextNormalizer from `expect.normalize`: built-in names (uuids, timestamps) and
+    (pattern, replacement) pairs, applied in order to every statement and value."""
+    steps = [BUILTIN_NORMALIZERS[r] if isinstance(r, str) else r for r in rules]
+
+    def normalize(text: str) -> str:
+        for pattern, replacement in steps:
+            text = pattern.sub(replacement, text)
+        return text
+
+    return normalize
+
+
 class MutationEntry(Protocol):
     """One statement the database tap logged (pytest_incident.pgwire.Mutation has these)."""
 

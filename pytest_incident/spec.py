@@ -29,6 +29,7 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unuse
 from .matching import DEFAULT_MATCH_ON, PARTS, is_part
 from .normalize import NORMALIZED, FieldNormalizer, Normalizer, PatternNormalizer
 from .sandbox.sockaddr import loopback_endpoints
+from .snapshot import BUILTIN_NORMALIZERS, DEFAULT_NORMALIZE
 from .spans import parse_timestamp
 from .yaml_loader import KeyPath, YamlDocument, YamlLoadError, format_path, load_yaml
 
@@ -195,6 +196,9 @@ class Expect:
     status: StatusCondition | None = None
     resolved: bool = False
     mutations: MutationsMode = MutationsMode.IGNORE
+    # what varies between runs, replaced before the side-effect log is compared: built-in
+    # "uuids" / "timestamps", or (pattern, replacement)
+    normalize: tuple[str | tuple[re.Pattern[str], str], ...] = DEFAULT_NORMALIZE
 
 
 @dataclass(frozen=True)
@@ -436,6 +440,23 @@ def _schema() -> dict[str, Any]:
                     "status": status,
                     "resolved": {"type": "boolean"},
                     "mutations": {"enum": [mode.value for mode in MutationsMode]},
+                    "normalize": {
+                        "type": "array",
+                        "items": {
+                            "anyOf": [
+                                {"enum": sorted(BUILTIN_NORMALIZERS)},
+                                {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["pattern"],
+                                    "properties": {
+                                        "pattern": {"type": "string"},
+                                        "replace": {"type": "string"},
+                                    },
+                                },
+                            ]
+                        },
+                    },
                 }
             ),
             "usefixtures": text_or_list,
@@ -960,10 +981,21 @@ class _Checker:
             )
             if status is None:
                 return None
+        rules: list[str | tuple[re.Pattern[str], str]] = []
+        for i, rule in enumerate(data.get("normalize", list(DEFAULT_NORMALIZE))):
+            if isinstance(rule, str):
+                rules.append(rule)
+                continue
+            try:
+                rules.append((re.compile(rule["pattern"]), rule.get("replace", "<normalized>")))
+            except re.error as exc:
+                self.fail(("expect", "normalize", i, "pattern"), f"not a regular expression: {exc}")
+                return None
         return Expect(
             status=status,
             resolved=bool(data.get("resolved", False)),
             mutations=MutationsMode(data.get("mutations", MutationsMode.IGNORE.value)),
+            normalize=tuple(rules),
         )
 
     def usefixtures(self, value: str | list[str] | None) -> tuple[str, ...] | None:

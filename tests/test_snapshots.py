@@ -480,3 +480,22 @@ expect: {mutations: snapshot}
     result.assert_outcomes(passed=2)
     assert "unused" not in result.stdout.str()
     assert ambr.read_text() == before
+
+
+def test_expect_normalize_replaces_values_that_vary_between_runs() -> None:
+    import re
+    from types import SimpleNamespace
+
+    from pytest_incident.snapshot import SideEffectLog, normalizer
+
+    write = SimpleNamespace(
+        sequence=1, statement="INSERT INTO audit VALUES ($1, $2)", operation="INSERT",
+        table="audit", rows=1, transaction=0, outcome="autocommit",
+        params=("2026-11-22 03:22:11.123456+00", "acct_9f2c"),
+    )  # fmt: skip
+    rules = normalizer(("timestamps", (re.compile(r"acct_\w+"), "<account>")))
+    text = SideEffectLog.of((), [write], rules).render()
+    assert "$1='<timestamp>'" in text and "$2='<account>'" in text
+    assert "2026-11-22" not in text
+    plain = SideEffectLog.of((), [write], normalizer(())).render()
+    assert "2026-11-22 03:22:11.123456+00" in plain

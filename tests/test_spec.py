@@ -693,3 +693,22 @@ def test_env_default_when_the_variable_is_unset(tmp_path: Path) -> None:
     )
     assert load(tmp_path, text, {}).target.env["DB"] == "signup-x"
     assert load(tmp_path, text, {"WORKER": "gw1", "X": "y"}).target.env["DB"] == "signupgw1-y"
+
+
+def test_expect_normalize_defaults_and_rules(tmp_path: Path) -> None:
+    assert load(tmp_path, MINIMAL).expect.normalize == ("uuids", "timestamps")
+    expect = load(
+        tmp_path,
+        MINIMAL + "expect:\n  normalize: [timestamps, {pattern: 'acct_\\w+', replace: '<acct>'}]\n",
+    ).expect
+    builtin, (pattern, replacement) = expect.normalize
+    assert builtin == "timestamps"
+    assert pattern.pattern == "acct_\\w+" and replacement == "<acct>"  # type: ignore[union-attr]
+
+
+def test_expect_normalize_mistakes(tmp_path: Path) -> None:
+    problem = error(tmp_path, MINIMAL + "expect:\n  normalize: [{pattern: '(unclosed'}]\n")
+    assert problem.line == 5
+    assert problem.message.startswith("expect.normalize[0].pattern: not a regular expression")
+    problem = error(tmp_path, MINIMAL + "expect:\n  normalize: [serials]\n")
+    assert problem.line == 5
