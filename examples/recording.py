@@ -7,6 +7,10 @@
 # Determinism: ids come from a counter (Ids: sha256 of "<prefix>-<n>"), a request keeps its
 # spans' real relative offsets and durations, and spans are sorted by (Timestamp, SpanId).
 # Nothing here binds or connects to anything but loopback.
+#
+# Database writes (db_client_span) come from a PgTap's relay thread, not the app's, so they
+# find their request through RecordingMiddleware.attach (the exchange being served, visible
+# from any thread: the recorders send one request at a time), not through CURRENT.
 from __future__ import annotations
 
 import argparse
@@ -29,6 +33,7 @@ from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from pytest_incident import frozen
+from pytest_incident.pgwire import FAILED, Mutation
 from pytest_incident.spans import Span, SpanKind
 
 from .fakes_base import LOOPBACK
@@ -129,12 +134,46 @@ def record_response(
         span.status_code = "Error"
 
 
+def db_client_span(mutation: Mutation, seen_ns: int, system: str = "postgresql") -> RawSpan:
+    """A Client span for one database write the tap reported (DESIGN §4), placed at
+    `seen_ns` (perf_counter ns), when the tap saw it settle; the tap gives no duration (0).
+    A write whose own statement failed is an Error."""
+    operation = mutation.operation.upper()
+    attrs = {
+        "db.system.name": system,
+        "db.query.text": mutation.statement,
+        "db.operation.name": operation,
+        "db.collection.name": mutation.table,
+        "incident.db.params": json.dumps(list(mutation.params)),
+        "incident.db.outcome": mutation.outcome,
+    }
+    if mutation.rows is not None:
+        attrs["incident.db.rows"] = str(mutation.rows)
+    name = f"{operation} {mutation.table}" if mutation.table else operation
+    span = RawSpan(seen_ns, 0, name, SpanKind.CLIENT, attrs)
+    if mutation.outcome == FAILED:
+        span.status_code = "Error"
+    return span
+
+
 class RecordingMiddleware:
     """WSGI middleware: one Server span per request, handed to `done` when it ends. While the
-    app runs, CURRENT is that request's Exchange."""
+    app runs, CURRENT is that request's Exchange (for the app's own thread) and `attach` adds
+    spans to it from any thread (for a database tap's relay thread)."""
 
     def __init__(self, app: WSGIApp, ids: Ids, done: queue.Queue[Exchange]) -> None:
         self.app, self.ids, self.done = app, ids, done
+        self._lock = threading.Lock()
+        self._serving: Exchange | None = None
+
+    def attach(self, span: RawSpan) -> bool:
+        """Add `span` to the exchange being served; False when no request is being served.
+        Meant for one request at a time (what the recorders send)."""
+        with self._lock:
+            if self._serving is None:
+                return False
+            self._serving.clients.append(span)
+            return True
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         start = time.perf_counter_ns()
@@ -158,6 +197,8 @@ class RecordingMiddleware:
             return start_response(status, headers, *exc)
 
         token = CURRENT.set(exchange)
+        with self._lock:
+            self._serving = exchange
         try:
             chunks = self.app(environ, capture)
             try:
@@ -167,6 +208,8 @@ class RecordingMiddleware:
                 if close is not None:
                     close()
         finally:
+            with self._lock:
+                self._serving = None
             CURRENT.reset(token)
         status = answer["status"]
         server.duration_ns = time.perf_counter_ns() - start

@@ -1,8 +1,8 @@
 # The signup demo service, current version (with the fix for incident 2024-05-signup).
 #
 # POST /signup finds or creates the payments customer, charges the plan's first month and
-# activates the account. Accounts live in a process-local dict (no database yet). Account ids
-# are derived from the email, so replaying a request gives the same answer.
+# activates the account. Accounts live in PostgreSQL (DATABASE_URL), one row per email. Account
+# ids are derived from the email, so replaying a request gives the same answer.
 #
 # The fix: a charge that times out leaves the account `payment_pending` (202), not a 500.
 from __future__ import annotations

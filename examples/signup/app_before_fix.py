@@ -1,8 +1,8 @@
 # The signup demo service, exactly as it ran in production during incident 2024-05-signup.
 #
 # POST /signup finds or creates the payments customer, charges the plan's first month and
-# activates the account. Accounts live in a process-local dict (no database yet). Account ids
-# are derived from the email, so replaying a request gives the same answer.
+# activates the account. Accounts live in PostgreSQL (DATABASE_URL), one row per email. Account
+# ids are derived from the email, so replaying a request gives the same answer.
 #
 # The bug: a charge that times out is not handled, so Flask answers 500 (fixed in app.py).
 from __future__ import annotations

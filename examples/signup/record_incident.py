@@ -6,7 +6,8 @@
 # 127.0.0.1 standing in for the hostname api.payments.example. Outbound `requests` calls are
 # recorded as Client spans and routed to the fake by patches that live in THIS script only and
 # are undone in `finally`; the app is not modified. The patched connection factory refuses
-# every destination except loopback.
+# every destination except loopback. The app reaches PostgreSQL through a PgTap (DATABASE_URL
+# names the tap): each write it reports becomes a Client span of the request being served.
 #
 # Determinism: span ids come from a counter (sha256 of "signup-<n>"), each request is placed at
 # a fixed time on the incident timeline keeping its spans' real relative offsets and real
@@ -19,10 +20,11 @@ import json
 import os
 import queue
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -32,7 +34,9 @@ import urllib3.util.connection
 from requests.adapters import HTTPAdapter
 
 from pytest_incident.database import PostgresServer, TemplateDatabase
+from pytest_incident.pgwire import Mutation
 from pytest_incident.spans import Span, SpanKind, parse_timestamp
+from pytest_incident.stubs.pgtap import PgTap
 
 from .. import recording
 from ..fakes_base import LOOPBACK
@@ -42,6 +46,7 @@ from ..recording import (
     Ids,
     RecordingMiddleware,
     checked,
+    db_client_span,
     http_client_span,
     no_proxy_env,
     record_response,
@@ -175,6 +180,27 @@ def recording_send(ids: Ids, original: Callable[..., requests.Response]) -> Call
     return send
 
 
+def recording_writes(
+    ids: Ids, middleware: RecordingMiddleware, stray: list[str]
+) -> Callable[[list[Mutation]], None]:
+    """PgTap's on_mutations: each settled write becomes a Client span of the request being
+    served, timed when the tap saw it. Called from the tap's relay thread, before the reply
+    that settled the writes reaches the app, so while that request is still being served; a
+    write outside any request goes to `stray` (and the recording is refused)."""
+    lock = threading.Lock()  # one id per span, in the order the tap reported them
+
+    def on_mutations(mutations: list[Mutation]) -> None:
+        seen = time.perf_counter_ns()
+        with lock:
+            for mutation in mutations:
+                span = db_client_span(mutation, seen)
+                span.span_id = ids.span()
+                if not middleware.attach(span):
+                    stray.append(f"a write outside any request: {span.name}")
+
+    return on_mutations
+
+
 def routed_connection(fake_port: int, original: Callable[..., Any]) -> Callable[..., Any]:
     """urllib3's create_connection, sending api.payments.example:80 to the loopback fake."""
 
@@ -245,14 +271,22 @@ def billing_worker_spans(ids: Ids) -> list[Span]:
 
 def record(verbose: bool = False) -> list[Span]:
     ids = Ids("signup")
+    db_ids = Ids("signup-db")  # its own counter: the other spans keep their ids
     done: queue.Queue[Exchange] = queue.Queue()
     spans: list[Span] = []
     failures: list[str] = []
     # the accounts land in a fresh copy of the signup database (PGHOST/PGPORT/PGUSER/...)
     postgres = PostgresServer.from_env()
     TemplateDatabase(postgres, "signup", (SCHEMA,)).restore()
-    database_url = postgres.url("signup")
+    app = RecordingMiddleware(app_before_fix.app, ids, done)
     with ExitStack() as stack:  # every patch and server is undone/stopped on the way out
+        # the app reaches PostgreSQL through the tap, which reports its writes
+        tap = PgTap(
+            (postgres.host, postgres.port), on_mutations=recording_writes(db_ids, app, failures)
+        )
+        stack.callback(tap.close)
+        host, port = tap.address
+        database_url = replace(postgres, host=host, port=port).url("signup")
         env = {**no_proxy_env(), "PAYMENTS_URL": PAYMENTS_URL, "DATABASE_URL": database_url}
         stack.enter_context(mock.patch.dict(os.environ, env))
         fake = stack.enter_context(SlowPayments([SLOWDOWN], customers=EXISTING_CUSTOMERS))
@@ -268,18 +302,21 @@ def record(verbose: bool = False) -> list[Span]:
         )
         if not verbose:  # the 500s' tracebacks are expected; --verbose shows them
             stack.enter_context(mock.patch.object(app_before_fix.app.logger, "disabled", True))
-        app = RecordingMiddleware(app_before_fix.app, ids, done)
         server = stack.enter_context(serving(app, "signup-wsgi"))
         for step in STEPS:
             status = send(server.server_port, step.method, step.path, step.body, CLIENT_HEADERS)
             exchange = done.get(timeout=10)
             spans.extend(retime(exchange, step.timestamp_ns, SERVICE))
             errors = [c.attributes.get("error.type", "") for c in exchange.clients]
+            writes = [c.name for c in exchange.clients if "db.system.name" in c.attributes]
+            notes = [e for e in errors if e] + writes
             who = (step.body or {}).get("email", "")
             print(f"{DAY} {step.at}  {step.method} {step.path} {who:<28} -> {status}", end="")
-            print(f"  ({', '.join(e for e in errors if e)})" if any(errors) else "")
+            print(f"  ({', '.join(notes)})" if notes else "")
             if status != step.expect:
                 failures.append(f"{step.at} {step.method} {step.path}: {status} != {step.expect}")
+        failures += [f"database tap: {problem}" for problem in tap.problems()]
+        failures += [f"a write never settled: {m.statement}" for m in tap.pending()]
     spans.extend(billing_worker_spans(ids))
     return checked(spans, failures)
 
