@@ -11,11 +11,33 @@ from pytest_incident.database import PostgresServer, TemplateDatabase
 ROOT = Path(__file__).resolve().parent
 
 
+DATABASE_ENV = "SIGNUP_DB"  # read by incidents/2024-05-signup.yaml (DATABASE_URL)
+
+
+def signup_database() -> TemplateDatabase:
+    return TemplateDatabase(
+        PostgresServer.from_env(),
+        os.environ[DATABASE_ENV],
+        (ROOT / "examples/signup/schema.sql",),
+        family="signup",  # one template for all of them
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One database per process: xdist workers, and the runs tests start in-process or as
+    # subprocesses, never share one.
+    os.environ[DATABASE_ENV] = f"signup_{os.getpid()}"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if PostgresServer.from_env().reachable():
+        signup_database().drop()
+
+
 @pytest.fixture
 def signup_db() -> str:
     """The signup demo's database, restored from its template before each replayed request:
-    every replay starts from the same (empty) accounts table. Under xdist each worker has
-    its own (`signup<worker>`, matching DATABASE_URL in the incident file)."""
+    every replay starts from the same (empty) accounts table."""
     server = PostgresServer.from_env()
     if not server.reachable():
         pytest.skip(
@@ -23,5 +45,4 @@ def signup_db() -> str:
             "(as root it sets up Debian's postgresql) or point PGHOST/PGPORT/PGUSER/PGPASSWORD "
             "at one"
         )
-    name = "signup" + os.environ.get("PYTEST_XDIST_WORKER", "")  # one database per worker
-    return TemplateDatabase(server, name, (ROOT / "examples/signup/schema.sql",)).restore()
+    return signup_database().restore()

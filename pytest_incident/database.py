@@ -81,13 +81,14 @@ class TemplateDatabase:
     server: PostgresServer
     name: str
     sql: Sequence[Path]
+    family: str = ""  # shares one template among databases of one schema (default: name)
 
     @property
     def template(self) -> str:
         digest = hashlib.sha256()
         for path in self.sql:
             digest.update(Path(path).read_bytes())
-        return f"{self.name}_tmpl_{digest.hexdigest()[:10]}"
+        return f"{self.family or self.name}_tmpl_{digest.hexdigest()[:10]}"
 
     def build(self) -> str:
         """Create the template if it does not exist yet; returns its name."""

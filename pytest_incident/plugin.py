@@ -361,6 +361,12 @@ class IncidentItem(pytest.Function):
         self.user_properties.append(("incident_now", result.status))
         self.user_properties.append(("incident_resolved", verdict.resolved))
         self.ihook.pytest_incident_replayed(item=self, result=result, verdict=verdict)
+        if self.request.db_writes is not None:
+            from .writes import compare_writes
+
+            writes = compare_writes(self.request.db_writes, result.mutations)
+            if writes:  # information, not a failure: a fix may well write differently
+                self.add_report_section("call", "database writes (production | replay)", writes)
         check = None
         if spec.expect.mutations is MutationsMode.SNAPSHOT:
             from .snapshot import SNAPSHOT_FIXTURE, SideEffectLog, check_snapshot, normalizer
@@ -423,6 +429,13 @@ def render_failure(
     lines.append("outbound calls:")
     if result.effects:
         lines.extend(_indent(e.render(), "  ") for e in result.effects)
+    if request.db_writes is not None:
+        from .writes import compare_writes
+
+        writes = compare_writes(request.db_writes, result.mutations)
+        if writes:
+            lines.append("database writes (production | replay):")
+            lines.append(_indent(writes, "  "))
     else:
         lines.append("  (none)")
     if snapshot is not None and snapshot.diff:

@@ -10,7 +10,15 @@ import fnmatch
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from .spans import OutboundCall, RecordedRequest, Span, SpanKind, is_outbound_http
+from .spans import (
+    DatabaseWrite,
+    OutboundCall,
+    RecordedRequest,
+    Span,
+    SpanKind,
+    is_database_statement,
+    is_outbound_http,
+)
 from .spec import Select, Window
 
 ID_LENGTH = 8
@@ -43,17 +51,21 @@ def keeps(select: Select, request: RecordedRequest) -> bool:
 def select_requests(spans: Iterable[Span], window: Window, select: Select) -> list[RecordedRequest]:
     servers: list[Span] = []
     children: dict[str, list[Span]] = defaultdict(list)
+    writes: dict[str, list[Span]] = defaultdict(list)
+    database_recorded = False  # any database span at all: the recording captures writes
     for span in spans:
+        in_window = window.start_ns <= span.timestamp_ns < window.end_ns + SLACK_NS
         if span.kind is SpanKind.SERVER:
             if window.contains(span.timestamp_ns):
                 request = RecordedRequest(span)
                 if keeps(select, request):
                     servers.append(span)
-        elif (
-            is_outbound_http(span)
-            and window.start_ns <= span.timestamp_ns < window.end_ns + SLACK_NS
-        ):
+        elif is_outbound_http(span) and in_window:
             children[span.trace_id].append(span)
+        elif is_database_statement(span):
+            database_recorded = True
+            if in_window:
+                writes[span.trace_id].append(span)
     servers.sort(key=lambda s: (s.timestamp_ns, s.trace_id))
     requests = []
     for server in servers:
@@ -62,7 +74,13 @@ def select_requests(spans: Iterable[Span], window: Window, select: Select) -> li
             key=lambda c: (c.timestamp_ns, c.span_id),
         )
         outbound = tuple(OutboundCall(span, order) for order, span in enumerate(calls))
-        requests.append(RecordedRequest(server, outbound))
+        db_writes = None
+        if database_recorded:
+            ordered = sorted(
+                writes.get(server.trace_id, ()), key=lambda w: (w.timestamp_ns, w.span_id)
+            )
+            db_writes = tuple(DatabaseWrite(w) for w in ordered)
+        requests.append(RecordedRequest(server, outbound, db_writes))
     return requests
 
 

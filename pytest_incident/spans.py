@@ -123,6 +123,8 @@ class RecordedRequest:
 
     span: Span
     outbound: tuple[OutboundCall, ...] = ()
+    # the database writes it made, when the recording captured them (None: not recorded)
+    db_writes: tuple[DatabaseWrite, ...] | None = None
 
     @property
     def request_id(self) -> str:
@@ -236,6 +238,44 @@ class OutboundCall:
     def describe(self) -> str:
         answer = "timeout" if self.timed_out else str(self.status)
         return f"#{self.order} {self.method} {self.url} -> {answer}"
+
+
+@dataclass(frozen=True)
+class DatabaseWrite:
+    """A Client span for a database statement (`db.system.name`) the request made."""
+
+    span: Span
+
+    @property
+    def operation(self) -> str:
+        return self.span.attr("db.operation.name").upper()
+
+    @property
+    def table(self) -> str:
+        return self.span.attr("db.collection.name")
+
+    @property
+    def statement(self) -> str:
+        return self.span.attr("db.query.text")
+
+    @property
+    def outcome(self) -> str:
+        return self.span.attr("incident.db.outcome")
+
+    @property
+    def params(self) -> tuple[str | None, ...]:
+        raw = self.span.attr("incident.db.params")
+        try:
+            values = json.loads(raw) if raw else []
+        except json.JSONDecodeError:
+            return (raw,)
+        return tuple(None if v is None else str(v) for v in values)
+
+
+def is_database_statement(span: Span) -> bool:
+    return span.kind is SpanKind.CLIENT and bool(
+        span.attr("db.system.name") or span.attr("db.system")
+    )
 
 
 def is_outbound_http(span: Span) -> bool:
