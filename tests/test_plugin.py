@@ -587,3 +587,16 @@ expect: {status: "<500"}
         ]
     )
     assert "FieldNormalizer(path='customer'" in (demo.path / "normalizers.txt").read_text()
+
+
+def test_production_writes_are_shown_beside_the_replays(
+    demo: pytest.Pytester, postgres: object
+) -> None:
+    """The four requests that failed in production wrote nothing; fixed, they write."""
+    result = demo.runpytest("--incident=2024-05-signup", "-rP")
+    result.assert_outcomes(passed=12)
+    output = result.stdout.str()
+    assert output.count("database writes (production | replay)") == 4
+    result.stdout.fnmatch_lines(
+        ["production | replay", "(nothing)  |*INSERT accounts committed"], consecutive=True
+    )

@@ -434,12 +434,20 @@ def test_a_conftest_snapshot_fixture_is_reported_not_used(welcome: pytest.Pytest
 
 
 def test_database_writes_are_snapshotted_and_a_changed_write_shows_a_diff(
-    demo: pytest.Pytester, postgres: object
+    demo: pytest.Pytester, postgres: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Against the real PostgreSQL: the demo's snapshot matches; a code change that writes a
-    different status breaks it with a diff; --snapshot-update accepts; runs are identical."""
+    """Against the real PostgreSQL: the demo's snapshot is created and matches; a code change
+    that writes a different status breaks it with a diff; --snapshot-update accepts; runs
+    are identical."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)  # the inner runs are not xdist workers
     ambr = demo.path / "incidents" / "__snapshots__" / "2024-05-signup.ambr"
     committed = ambr.read_text()
+    ambr.unlink()
+    result = demo.runpytest("--incident=2024-05-signup", "--snapshot-update")
+    result.assert_outcomes(passed=12)
+    result.stdout.fnmatch_lines(["12 snapshots generated."])
+    assert ambr.read_text() == committed  # created: the same as the committed one
     assert "INSERT accounts  rows: 1  committed" in committed
 
     result = demo.runpytest("--incident=2024-05-signup")
