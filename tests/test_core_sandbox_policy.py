@@ -29,7 +29,7 @@ STUB = ("127.0.0.1", 40001)
 DNS_STUB = ("127.0.0.1", 40053)
 DB = ("127.0.0.1", 5432)
 SINK = ("127.0.0.1", 40999)
-FAR_NAMESERVER = "10.255.255.53"  # never contacted: a value only
+FAR_NAMESERVER = "198.51.100.53"  # documentation range; never contacted: a value only
 
 
 def policy(
@@ -198,7 +198,7 @@ def test_loopback_stream_not_allowed_is_refused(addr: SockAddr) -> None:
     "addr",
     [
         v4("203.0.113.10", 443),
-        v4("10.0.0.5", 5432),
+        v4("198.51.100.5", 5432),
         v6("2001:db8::1", 443),
         v6("::ffff:203.0.113.10", 443),
     ],
@@ -264,7 +264,7 @@ def test_truncated_inet_address_is_refused_not_crashing(family: int, sock_type: 
     [
         {"redirects": {(MAPPED, 443): ("203.0.113.1", 443)}},
         {"redirects": {(MAPPED, 443): ("::ffff:203.0.113.1", 443)}},
-        {"allow": frozenset({("10.0.0.5", 5432)})},
+        {"allow": frozenset({("198.51.100.5", 5432)})},
         {"allow": frozenset({("2001:db8::1", 5432)})},
         {"dns": (FAR_NAMESERVER, 53)},
         {"sink": (FAR_NAMESERVER, 9)},
@@ -331,7 +331,7 @@ def test_unix_address_on_an_internet_socket_is_refused() -> None:
 SMTP_STUB = ("127.0.0.1", 40025)
 
 
-@pytest.mark.parametrize("addr", [v4("127.0.0.1", 587), v4("10.0.0.25", 25), v6("::1", 465)])
+@pytest.mark.parametrize("addr", [v4("127.0.0.1", 587), v4("203.0.113.25", 25), v6("::1", 465)])
 def test_smtp_ports_go_to_the_smtp_stub_from_any_address(addr: SockAddr) -> None:
     p = SandboxPolicy(port_redirects={587: SMTP_STUB, 25: SMTP_STUB, 465: SMTP_STUB})
     decision = decide(p, STREAM, addr)

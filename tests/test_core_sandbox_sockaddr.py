@@ -36,7 +36,7 @@ def test_af_inet_round_trip() -> None:
 def test_af_inet_loopback_anywhere_in_127_slash_8() -> None:
     assert parse_sockaddr(pack_inet(AF_INET, "127.0.0.1", 80)).is_loopback
     assert parse_sockaddr(pack_inet(AF_INET, "127.45.3.9", 80)).is_loopback
-    assert not parse_sockaddr(pack_inet(AF_INET, "128.0.0.1", 80)).is_loopback
+    assert not parse_sockaddr(pack_inet(AF_INET, "192.0.2.1", 80)).is_loopback
 
 
 def test_af_inet6_round_trip() -> None:
