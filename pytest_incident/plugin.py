@@ -13,7 +13,7 @@ import os
 import shlex
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,7 @@ class IncidentState:
     request_ids: tuple[str, ...]
     speed: float
     dirs: tuple[Path, ...]
+    selected: frozenset[Path] = frozenset()  # the files --incident named (resolved once)
 
 
 state_key = pytest.StashKey[IncidentState]()
@@ -132,6 +133,7 @@ def pytest_configure(config: pytest.Config) -> None:
         exact_snapshot_names(config, _replay_request)
     if state.names:
         files = [find_incident(state, name) for name in state.names]
+        state = config.stash[state_key] = replace(state, selected=frozenset(files))
         if config.args_source is not pytest.Config.ArgsSource.ARGS:
             config.args[:] = [str(f) for f in files]
             # the paths "given": syrupy judges unused snapshots only within them, so other
@@ -178,9 +180,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     state = parent.config.stash[state_key]
     if not is_incident_path(state, file_path):
         return None
-    if state.names and not (
-        file_path.stem in state.names or declared_name(file_path) in state.names
-    ):
+    if state.names and file_path not in state.selected:
         return None
     return IncidentFile.from_parent(parent, path=file_path)
 
@@ -222,7 +222,7 @@ class IncidentFile(pytest.File):
         from .spec import MutationsMode, load_incident
 
         try:
-            self.spec = load_incident(self.path, _environ())
+            self.spec = load_incident(self.path, dict(os.environ))
             spans = self.ihook.pytest_incident_load_spans(spec=self.spec, config=self.config)
             if spans is None:
                 raise IncidentFileError(
@@ -305,10 +305,6 @@ class IncidentFile(pytest.File):
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-
-def _environ() -> dict[str, str]:
-    return dict(os.environ)
 
 
 def _replay_request() -> None:

@@ -21,7 +21,6 @@ from typing import Any
 
 from .sockaddr import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, AF_UNSPEC, SockAddr
 
-SOCK_STREAM = socket.SOCK_STREAM
 SOCK_DGRAM = socket.SOCK_DGRAM
 DNS_PORT = 53
 # Daemons that answer name lookups for glibc's NSS modules (resolve, nscd, mdns) and would
