@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_incident.database import PostgresServer, TemplateDatabase
+from pytest_incident.runtime.database import PostgresServer, TemplateDatabase
 
 ROOT = Path(__file__).resolve().parent
 

@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from pytest_incident import frozen
-from pytest_incident.pgwire import FAILED, Mutation
-from pytest_incident.spans import Span, SpanKind
+from pytest_incident.model.spans import Span, SpanKind
+from pytest_incident.protocols.postgres import FAILED, Mutation
 
 from .fakes_base import LOOPBACK
 

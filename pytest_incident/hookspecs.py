@@ -1,42 +1,45 @@
 # Hooks pytest-incident adds to pytest (registered through `pytest_addhooks`). Plugins and
-# conftest.py files implement them to add event sources or to watch replays.
+# conftest.py files implement them to add event sources, normalizers and stub servers, or to
+# watch replays. Every type they name is in the public API (`pytest_incident.__init__`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import pytest
 
+from pytest_incident.runtime.servers import PortStub
+
 if TYPE_CHECKING:
-    from .book import ReplayBook
-    from .normalize import Normalizer
-    from .replay import ReplayResult
-    from .spans import Span
-    from .spec import IncidentSpec
-    from .verdict import Verdict
+    from pytest_incident.core.book import ReplayBook
+    from pytest_incident.core.verdict import Verdict
+    from pytest_incident.model.normalizers import Normalizer
+    from pytest_incident.model.result import ReplayResult
+    from pytest_incident.model.spans import Span
+    from pytest_incident.model.spec import IncidentSpec
 
-
-class PortStub(Protocol):
-    """A stub server a plugin runs for `pytest_incident_port_stubs`."""
-
-    address: tuple[str, int]  # where it listens, on loopback
-
-    def close(self) -> None: ...
+__all__ = ["PortStub"]
 
 
 @pytest.hookspec(firstresult=True)
 def pytest_incident_load_spans(spec: IncidentSpec, config: pytest.Config) -> Iterable[Span] | None:
     """Return the recorded spans for ``spec.source``, or None if this plugin cannot read it.
 
-    The first non-None result wins. Spans may be returned in any order and outside the
-    window; pytest-incident filters them by ``spec.window`` and ``spec.select``. The built-in
-    implementation reads frozen ``.jsonl``/``.jsonl.gz`` files.
+    Asked before the event sources installed by entry point and the built-in frozen-file
+    source, for any reference (``spec.source.scheme``, ``.location``); the first non-None
+    result wins. Spans may be returned in any order and outside the window; pytest-incident
+    filters them by ``spec.window`` and ``spec.select``. An installable source is better
+    written as an ``EventSource`` (entry-point group ``pytest_incident.sources``).
     """
 
 
 @pytest.hookspec
 def pytest_incident_replayed(item: pytest.Item, result: ReplayResult, verdict: Verdict) -> None:
-    """Called after each recorded request was replayed and judged, before the item reports."""
+    """Called after each recorded request was replayed and judged, before the item reports.
+
+    ``verdict`` is the whole judgement (status, resolved, unmatched calls, crash, snapshot,
+    database tap problems): ``verdict.passed`` is exactly whether the item passes.
+    """
 
 
 @pytest.hookspec
@@ -45,7 +48,8 @@ def pytest_incident_normalizers(spec: IncidentSpec, config: pytest.Config) -> It
 
     They are applied, after those of ``sandbox.normalize``, to both the live and the
     recorded body before ``match_on: [body]`` compares them. Every implementation
-    contributes (e.g. a plugin that knows an SDK's volatile fields).
+    contributes (e.g. a plugin that knows an SDK's volatile fields). Each must implement
+    the ``Normalizer`` protocol; anything else fails the incident's items, naming it.
     """
     raise NotImplementedError
 

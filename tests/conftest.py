@@ -9,8 +9,8 @@ import pytest
 
 # Imported once here: in-process pytester runs restore sys.modules afterwards, and a second
 # import of cryptography (through trustme) breaks its type checks in the next run.
-import pytest_incident.replay  # noqa: F401
-from pytest_incident.database import PostgresServer
+import pytest_incident.runtime.replay  # noqa: F401
+from pytest_incident.runtime.database import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_YAML = "incidents/2024-05-signup.yaml"

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from pytest_incident.model.recorded import OutboundCall
+from pytest_incident.model.spans import Span, SpanKind
 from pytest_incident.sandbox.policy import SandboxPolicy
-from pytest_incident.spans import OutboundCall, Span, SpanKind
 
 
 def port_of(sock: socket.socket) -> int:

@@ -10,24 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_incident.frozen import (
-    FORMAT_NAME,
-    FrozenFileError,
-    read_spans,
-    span_to_row,
-    write_spans,
-)
-from pytest_incident.spans import (
-    OutboundCall,
-    RecordedRequest,
-    Span,
-    SpanEvent,
-    SpanKind,
-    decode_body,
-    decode_headers,
-    format_timestamp,
-    parse_timestamp,
-)
+from pytest_incident.events.frozen import FORMAT_NAME, read_spans, span_to_row, write_spans
+from pytest_incident.model.conventions import decode_body, decode_headers
+from pytest_incident.model.errors import RecordingError
+from pytest_incident.model.recorded import OutboundCall, RecordedRequest
+from pytest_incident.model.spans import Span, SpanEvent, SpanKind, format_timestamp, parse_timestamp
 
 STAMP = "2024-05-14 14:03:12.123456789"
 STAMP_NS = 1_715_695_392_123_456_789
@@ -98,9 +85,12 @@ def test_text_and_base64_bodies() -> None:
             "incident.response.body.encoding": "base64",
         }
     )
-    assert decode_body(span, "incident.request.body") == '{"email": "é@example.com"}'.encode()
-    assert decode_body(span, "incident.response.body") == payload
-    assert decode_body(span, "incident.missing.body") == b""
+    assert (
+        decode_body(span.attributes, "incident.request.body")
+        == '{"email": "é@example.com"}'.encode()
+    )
+    assert decode_body(span.attributes, "incident.response.body") == payload
+    assert decode_body(span.attributes, "incident.missing.body") == b""
 
 
 def test_bad_base64_body_names_the_span() -> None:
@@ -108,7 +98,7 @@ def test_bad_base64_body_names_the_span() -> None:
         {"incident.request.body": "not base64!", "incident.request.body.encoding": "base64"}
     )
     with pytest.raises(ValueError, match=r"00f067aa0ba902b7.*not valid base64"):
-        decode_body(span, "incident.request.body")
+        _ = RecordedRequest(span).body
 
 
 def test_headers_as_object_with_list_values() -> None:
@@ -119,7 +109,7 @@ def test_headers_as_object_with_list_values() -> None:
             )
         }
     )
-    assert decode_headers(span, "incident.request.headers") == (
+    assert decode_headers(span.attributes, "incident.request.headers") == (
         ("Content-Type", "application/json"),
         ("Set-Cookie", "a=1"),
         ("Set-Cookie", "b=2"),
@@ -138,9 +128,11 @@ def test_headers_as_pairs_keep_order_and_repeats() -> None:
 
 
 def test_headers_absent_and_invalid() -> None:
-    assert decode_headers(make_span(), "incident.request.headers") == ()
+    assert decode_headers(make_span().attributes, "incident.request.headers") == ()
     with pytest.raises(ValueError, match="is not JSON"):
-        decode_headers(make_span({"incident.request.headers": "{"}), "incident.request.headers")
+        decode_headers(
+            make_span({"incident.request.headers": "{"}).attributes, "incident.request.headers"
+        )
 
 
 # --- request views -------------------------------------------------------------------------
@@ -273,7 +265,7 @@ def test_reading_is_lazy(tmp_path: Path) -> None:
     assert isinstance(spans, types.GeneratorType)
     assert next(spans) == sample_spans()[0]
     assert next(spans) == sample_spans()[0]
-    with pytest.raises(FrozenFileError) as info:
+    with pytest.raises(RecordingError) as info:
         next(spans)
     assert info.value.line == 4
 
@@ -281,7 +273,7 @@ def test_reading_is_lazy(tmp_path: Path) -> None:
 def test_missing_header_fails_on_line_1(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_text(json.dumps(span_to_row(sample_spans()[0])) + "\n")
-    with pytest.raises(FrozenFileError, match="first line must be") as info:
+    with pytest.raises(RecordingError, match="first line must be") as info:
         list(read_spans(path))
     assert info.value.line == 1
     assert str(info.value).startswith(f"{path}:1: ")
@@ -291,7 +283,7 @@ def test_missing_header_fails_on_line_1(tmp_path: Path) -> None:
 def test_bad_first_line(tmp_path: Path, first: str) -> None:
     path = tmp_path / "events.jsonl"
     path.write_text(first + "\n")
-    with pytest.raises(FrozenFileError, match="first line must be") as info:
+    with pytest.raises(RecordingError, match="first line must be") as info:
         list(read_spans(path))
     assert info.value.line == 1
 
@@ -299,7 +291,7 @@ def test_bad_first_line(tmp_path: Path, first: str) -> None:
 def test_unsupported_version(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl.gz"
     path.write_bytes(gzip.compress(json.dumps({"format": FORMAT_NAME, "version": 2}).encode()))
-    with pytest.raises(FrozenFileError, match="version 2 is not supported; supported: 1") as info:
+    with pytest.raises(RecordingError, match="version 2 is not supported; supported: 1") as info:
         list(read_spans(path))
     assert info.value.line == 1
 
@@ -335,7 +327,7 @@ def test_malformed_row_reports_its_line(tmp_path: Path, row: str, message: str |
     path = tmp_path / "events.jsonl"
     good = json.dumps(span_to_row(sample_spans()[1]))
     path.write_text(f"{header_line()}\n{good}\n\n{row}\n")  # blank lines still count
-    with pytest.raises(FrozenFileError, match=message) as info:
+    with pytest.raises(RecordingError, match=message) as info:
         list(read_spans(path))
     assert info.value.line == 4
     assert str(info.value).startswith(f"{path}:4: ")

@@ -6,10 +6,11 @@ import math
 
 import pytest
 
-from pytest_incident.book import ReplayBook, UnmatchedAction
-from pytest_incident.effects import Effect, Outcome
-from pytest_incident.matching import LiveRequest, differences, find_match, nearest
-from pytest_incident.spans import OutboundCall
+from pytest_incident.core.book import ReplayBook
+from pytest_incident.core.matching import LiveRequest, differences, find_match, nearest
+from pytest_incident.model.effects import Effect, EffectKind, Outcome
+from pytest_incident.model.recorded import OutboundCall
+from pytest_incident.model.spec import UnmatchedMode
 
 from .sandboxing import client_call
 
@@ -168,7 +169,12 @@ def test_served_effect_and_delay_follow_speed() -> None:
     assert reply.delay_s == pytest.approx(0.75)
     assert not reply.hold and not reply.drop and reply.refusal == ""
     assert book.end() == [
-        Effect(Outcome.SERVED, f"GET {API}/v1/customers/cus_1", "-> 200 (recorded #0)")
+        Effect(
+            Outcome.SERVED,
+            f"GET {API}/v1/customers/cus_1",
+            "-> 200 (recorded #0)",
+            EffectKind.HTTP,
+        )
     ]
 
 
@@ -229,7 +235,7 @@ def test_miss_with_no_recorded_calls() -> None:
 
 
 def test_block_drops_unmatched_connections() -> None:
-    book = ReplayBook(unmatched=UnmatchedAction.BLOCK)
+    book = ReplayBook(unmatched=UnmatchedMode.BLOCK)
     book.begin([call(0, "GET", f"{API}/a")])
     assert book.serve(live("GET", "/b")).drop is True
     assert book.serve(live("GET", "/a")).drop is False

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import re
 
-from pytest_incident.book import ReplayBook
-from pytest_incident.effects import Outcome
-from pytest_incident.matching import LiveRequest, MatchRules, differences, nearest
-from pytest_incident.normalize import (
-    NORMALIZED,
-    FieldNormalizer,
-    PatternNormalizer,
-    canonical_body,
-)
-from pytest_incident.spans import OutboundCall, Span, SpanKind
+from pytest_incident.core.book import ReplayBook
+from pytest_incident.core.matching import LiveRequest, MatchRules, differences, nearest
+from pytest_incident.core.normalize import canonical_body
+from pytest_incident.model.effects import Outcome
+from pytest_incident.model.normalizers import NORMALIZED, FieldNormalizer, PatternNormalizer
+from pytest_incident.model.recorded import OutboundCall
+from pytest_incident.model.spans import Span, SpanKind
 
 API = "https://api.stripe.com"
 
@@ -135,7 +132,7 @@ def test_forms_with_encoded_spaces_stars_and_trailing_ampersands_are_forms() -> 
 
 
 def test_a_late_side_effect_is_shown_on_the_next_item_marked_late() -> None:
-    from pytest_incident.effects import Effect
+    from pytest_incident.model.effects import Effect
 
     book = ReplayBook()
     book.begin([], label="aaaa1111")
@@ -144,5 +141,6 @@ def test_a_late_side_effect_is_shown_on_the_next_item_marked_late() -> None:
     book.begin([], label="bbbb2222")
     book.add(Effect(Outcome.EMAIL, "mail from c to d", "subject: own"))
     late, own = book.end()
-    assert late.detail == "subject: hi  [late: after request aaaa1111]"
-    assert own.detail == "subject: own"
+    assert late.late_after == "aaaa1111" and late.detail == "subject: hi"
+    assert late.render().endswith("subject: hi  [late: after request aaaa1111]")
+    assert own.late_after is None and own.detail == "subject: own"

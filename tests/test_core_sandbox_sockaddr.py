@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from pytest_incident.model.endpoints import split_endpoint
 from pytest_incident.sandbox.sockaddr import (
     AF_INET,
     AF_INET6,
@@ -16,7 +17,6 @@ from pytest_incident.sandbox.sockaddr import (
     SockAddr,
     pack_inet,
     parse_sockaddr,
-    split_endpoint,
 )
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from pytest_incident.selection import select_requests
-from pytest_incident.spans import DatabaseWrite, Span, SpanKind
-from pytest_incident.spec import Select, Window
-from pytest_incident.writes import compare_writes
+from pytest_incident.core.writes import compare_writes
+from pytest_incident.events.selection import select_requests
+from pytest_incident.model.recorded import DatabaseWrite
+from pytest_incident.model.spans import Span, SpanKind
+from pytest_incident.spec.loader import Select, Window
 
 TRACE = "ab" * 16
 

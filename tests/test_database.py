@@ -10,7 +10,7 @@ from uuid import uuid4
 import psycopg
 import pytest
 
-from pytest_incident.database import PostgresServer, TemplateDatabase
+from pytest_incident.runtime.database import PostgresServer, TemplateDatabase
 
 
 @pytest.fixture

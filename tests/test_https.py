@@ -22,14 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_incident.book import ReplayBook, Reply
-from pytest_incident.effects import Effect, Outcome
-from pytest_incident.matching import LiveRequest
+from pytest_incident.core.book import ReplayBook, Reply
+from pytest_incident.core.matching import LiveRequest
+from pytest_incident.model.effects import Effect, Outcome
+from pytest_incident.model.recorded import OutboundCall
+from pytest_incident.runtime.stubs.dns import DnsStub
+from pytest_incident.runtime.stubs.http import Endpoint, HttpStub
+from pytest_incident.runtime.stubs.tls import CA_ENV, IncidentCA, TrustFiles, trust_env
 from pytest_incident.sandbox.policy import SandboxPolicy
-from pytest_incident.spans import OutboundCall
-from pytest_incident.stubs.dns import DnsStub
-from pytest_incident.stubs.http import Endpoint, HttpStub
-from pytest_incident.stubs.tls import CA_ENV, IncidentCA, TrustFiles, trust_env
 
 from .sandboxing import client_call, run_traced
 

@@ -26,9 +26,9 @@ import rq
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pytest_incident.book import ReplayBook
-from pytest_incident.effects import Effect, Outcome
-from pytest_incident.jobs import (
+from pytest_incident.core.book import ReplayBook
+from pytest_incident.model.effects import Effect, Outcome
+from pytest_incident.protocols.jobs import (
     NO_REPLY,
     CommandReader,
     ErrorReply,
@@ -43,8 +43,8 @@ from pytest_incident.jobs import (
     recognise,
     without_auth,
 )
+from pytest_incident.runtime.stubs.jobs import JobQueueStub
 from pytest_incident.sandbox.policy import SandboxPolicy
-from pytest_incident.stubs.jobs import JobQueueStub
 
 from .sandboxing import run_traced
 

@@ -25,9 +25,9 @@ import psycopg
 import psycopg2
 import pytest
 
-from pytest_incident.database import PostgresServer
+from pytest_incident.runtime.database import PostgresServer
+from pytest_incident.runtime.stubs.pgtap import PgTap
 from pytest_incident.sandbox.policy import SandboxPolicy
-from pytest_incident.stubs.pgtap import PgTap
 
 from .sandboxing import net_events, run_traced
 

@@ -15,13 +15,20 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from ptrace.binding import func as pt
 
+from pytest_incident.runtime.stubs.dns import DnsStub
+from pytest_incident.sandbox import seccomp
 from pytest_incident.sandbox.policy import SandboxPolicy
-from pytest_incident.stubs.dns import DnsStub
+from pytest_incident.sandbox.tracer.handlers import HANDLERS, Context, Handler, register
+from pytest_incident.sandbox.tracer.loop import EventLog, Tracer
+from pytest_incident.sandbox.tracer.tracee import Registers, resume
 
 from .sandboxing import assert_no_connection, net_events, port_of, run_traced, tracer_argv
+from .test_core_sandbox_seccomp import run, seccomp_data
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
 
@@ -48,7 +55,9 @@ def test_refuses_a_destination_not_allowed_before_the_kernel_runs_it(
     assert event["action"] == "refuse"
     assert event["dest"] == f"127.0.0.1:{port}"
     assert event["reason"] == "not in sandbox.allow"
-    assert events[-1] == {"event": "exit", "pid": events[-1]["pid"], "code": 0, "signal": None}
+    exit_event = events[-1]
+    assert isinstance(exit_event.pop("t"), int)  # CLOCK_MONOTONIC, like every event's
+    assert exit_event == {"event": "exit", "pid": exit_event["pid"], "code": 0, "signal": None}
 
 
 def test_allowed_destination_passes_through(tmp_path: Path, listener: socket.socket) -> None:
@@ -380,7 +389,7 @@ def test_datagrams_to_loopback_ports_not_allowed_go_to_the_sink(
     tmp_path: Path, udp_listener: socket.socket
 ) -> None:
     """A local agent (statsd, a tracing agent) would forward them off the machine."""
-    from pytest_incident.stubs.sink import DatagramSink
+    from pytest_incident.runtime.stubs.sink import DatagramSink
 
     sink = DatagramSink()
     try:
@@ -613,3 +622,54 @@ def test_sctp_sockets_are_denied(tmp_path: Path) -> None:
         """,
     )
     assert proc.stdout.strip() == "denied", proc.stderr
+
+
+def test_every_call_the_filter_traps_has_a_handler() -> None:
+    program = seccomp.build_program()
+    with_address = (3, 0x1000, 16, 0, 0x2000, 16)  # every pointer argument set
+    trapped = {
+        nr
+        for nr in range(512)
+        if run(program, seccomp_data(nr, *with_address)) == seccomp.RET_TRAP_TRACE
+    }
+    assert {seccomp.SYSCALL_NAMES[nr] for nr in trapped} == set(HANDLERS)
+
+
+SECCOMP_STOP = (7 << 16) | (signal.SIGTRAP << 8) | 0x7F  # PTRACE_EVENT_SECCOMP
+
+
+def test_a_handler_plugs_in_by_registering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop calls whatever is registered for a trapped call, and resumes a trapped call
+    with no handler unchanged (no register written, nothing logged)."""
+    regs = SimpleNamespace(
+        orig_rax=seccomp.NR["sendto"], rax=0, rdi=3, rsi=0x1000, rdx=5, r10=0, r8=0x2000, r9=16,
+        rsp=0x7FFF0000,
+    )  # fmt: skip
+    ptrace_calls: list[tuple[str, int, int]] = []
+    monkeypatch.setattr(pt, "ptrace_getregs", lambda pid: regs)
+    monkeypatch.setattr(pt, "ptrace_setregs", lambda pid, r: ptrace_calls.append(("set", pid, 0)))
+    monkeypatch.setattr(pt, "ptrace_cont", lambda pid, sig: ptrace_calls.append(("cont", pid, sig)))
+    monkeypatch.setattr(pt, "ptrace_syscall", lambda pid, sig: ptrace_calls.append(("sys", pid, 0)))
+    registry: dict[str, Handler] = {}
+    seen: list[tuple[int, int]] = []
+
+    @register("connect", registry)
+    def on_connect(ctx: Context, pid: int, regs: Registers) -> None:
+        seen.append((pid, regs.orig_rax))
+        resume(pid)
+
+    with pytest.raises(ValueError):
+        register("connect", registry)(on_connect)
+    tracer = Tracer(SandboxPolicy(), EventLog(tmp_path / "events.jsonl"), registry)
+    before = dict(vars(regs))
+
+    tracer._on_status(4242, SECCOMP_STOP)  # sendto: trapped, but not registered here
+    assert ptrace_calls == [("cont", 4242, 0)]
+    assert vars(regs) == before and seen == []
+
+    regs.orig_rax = seccomp.NR["connect"]
+    tracer._on_status(4242, SECCOMP_STOP)
+    assert seen == [(4242, seccomp.NR["connect"])]
+    assert ptrace_calls[1:] == [("cont", 4242, 0)]
+    tracer.events.close()
+    assert (tmp_path / "events.jsonl").read_text() == ""

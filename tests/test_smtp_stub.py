@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import trustme
 
-from pytest_incident.book import ReplayBook
-from pytest_incident.effects import Effect, Outcome
+from pytest_incident.core.book import ReplayBook
+from pytest_incident.model.effects import Effect, Outcome
+from pytest_incident.runtime.stubs.smtp import SentMessage, SmtpStub, parse
 from pytest_incident.sandbox.policy import SandboxPolicy
-from pytest_incident.stubs.smtp import SentMessage, SmtpStub, parse
 
 from .sandboxing import run_traced
 

@@ -5,15 +5,17 @@ partial runs, xdist)."""
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
-from pytest_incident.effects import Effect, Outcome
-from pytest_incident.snapshot import MutationLog, SideEffectLog
-from pytest_incident.spec import IncidentFileError, MutationsMode, load_incident
+from pytest_incident.core.side_effects import MutationLog, SideEffectLog
+from pytest_incident.model.effects import Effect, Outcome
+from pytest_incident.model.normalizers import PatternNormalizer
+from pytest_incident.spec.loader import IncidentFileError, MutationsMode, load_incident
 
 from .conftest import write_incident
 
@@ -112,7 +114,7 @@ def test_side_effect_log_keeps_emails_and_jobs_without_random_ids_or_late_arriva
             "rq welcome: tasks.send_welcome('b@example.com')",
             "job 0f8fad5b-d9cb-469f-a165-70867728950e, not dispatched",
         ),
-        Effect(Outcome.EMAIL, "mail from a@example.com to c@example.com", "x  [late: after …]"),
+        Effect(Outcome.EMAIL, "mail from a@example.com to c@example.com", "x", late_after="ab"),
     ]
     text = SideEffectLog.of(effects).render()
     assert text == (
@@ -125,8 +127,9 @@ def test_side_effect_log_keeps_emails_and_jobs_without_random_ids_or_late_arriva
     assert SideEffectLog.of([]).render() == (
         "emails and jobs:\n  (none)\ndatabase mutations:\n  (none)"
     )
-    shout = SideEffectLog.of(effects, normalize=str.upper).render()
-    assert "MAIL FROM A@EXAMPLE.COM" in shout  # the normalization hook sees every line
+    upper = PatternNormalizer(re.compile(r"mail from \S+"), "MAIL FROM <sender>")
+    shout = SideEffectLog.of(effects, normalizers=(upper,)).render()
+    assert "MAIL FROM <sender> to b@example.com" in shout  # normalizers see every line
 
 
 # --- the incident file -----------------------------------------------------------------------
@@ -494,16 +497,20 @@ def test_expect_normalize_replaces_values_that_vary_between_runs() -> None:
     import re
     from types import SimpleNamespace
 
-    from pytest_incident.snapshot import SideEffectLog, normalizer
+    from pytest_incident.core.side_effects import SideEffectLog
+    from pytest_incident.model.normalizers import BUILTIN_NORMALIZERS, PatternNormalizer
 
     write = SimpleNamespace(
         sequence=1, statement="INSERT INTO audit VALUES ($1, $2)", operation="INSERT",
         table="audit", rows=1, transaction=0, outcome="autocommit",
         params=("2026-11-22 03:22:11.123456+00", "acct_9f2c"),
     )  # fmt: skip
-    rules = normalizer(("timestamps", (re.compile(r"acct_\w+"), "<account>")))
+    rules = (
+        BUILTIN_NORMALIZERS["timestamps"],
+        PatternNormalizer(re.compile(r"acct_\w+"), "<account>"),
+    )
     text = SideEffectLog.of((), [write], rules).render()
     assert "$1='<timestamp>'" in text and "$2='<account>'" in text
     assert "2026-11-22" not in text
-    plain = SideEffectLog.of((), [write], normalizer(())).render()
+    plain = SideEffectLog.of((), [write], ()).render()
     assert "2026-11-22 03:22:11.123456+00" in plain

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import pickle
+import re
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from pytest_incident.spans import parse_timestamp
-from pytest_incident.spec import (
+from pytest_incident.model.endpoints import LoopbackEndpoint
+from pytest_incident.model.normalizers import BUILTIN_NORMALIZERS, PatternNormalizer
+from pytest_incident.model.spans import parse_timestamp
+from pytest_incident.model.spec import SourceRef
+from pytest_incident.spec.loader import (
     Expect,
     IncidentFileError,
     IncidentSpec,
@@ -21,6 +25,7 @@ from pytest_incident.spec import (
     Target,
     UnmatchedMode,
     Window,
+    file_error,
     load_incident,
     parse_duration,
 )
@@ -91,7 +96,12 @@ def test_full_file_loads_into_dataclasses(tmp_path: Path) -> None:
     assert spec.name == "2024-05-signup"
     assert spec.title == "Stripe timeouts broke signup"
     assert spec.window == Window(parse_timestamp(START), parse_timestamp(END))
-    assert spec.source == tmp_path / "data" / "2024-05-signup.events.jsonl.gz"
+    assert spec.source == SourceRef(
+        "file",
+        str(tmp_path / "data" / "2024-05-signup.events.jsonl.gz"),
+        "data/2024-05-signup.events.jsonl.gz",
+        4,
+    )
     assert spec.select == Select(
         service="signup",
         routes=("POST /signup", "GET /users/*"),
@@ -108,7 +118,7 @@ def test_full_file_loads_into_dataclasses(tmp_path: Path) -> None:
     )
     assert spec.sandbox == SandboxSpec(
         outbound=OutboundMode.BLOCK,
-        allow=("localhost:5432", "[::1]:6380"),
+        allow=(LoopbackEndpoint.parse("localhost:5432"), LoopbackEndpoint.parse("[::1]:6380")),
         unmatched=UnmatchedMode.BLOCK,
     )
     assert spec.expect == Expect(status=StatusCondition("<", 500, "<500"), resolved=True)
@@ -420,26 +430,26 @@ def test_unset_environment_variable(tmp_path: Path) -> None:
     assert "  >  2 | source: ${EVENTS}" in str(err)
 
 
-def test_missing_source_file(tmp_path: Path) -> None:
-    err = error(tmp_path, f"window: {START} .. {END}\nsource: gone.jsonl\ntarget: {{wsgi: a:b}}\n")
+@pytest.mark.parametrize(
+    ("source", "scheme", "location"),
+    [
+        ("clickhouse://host:8123/db", "clickhouse", "clickhouse://host:8123/db"),
+        ("CHDB:///var/lib/chdb", "chdb", "CHDB:///var/lib/chdb"),
+        ("gone.jsonl", "file", "{tmp}/gone.jsonl"),
+    ],
+)
+def test_source_is_a_reference_resolved_later(
+    tmp_path: Path, source: str, scheme: str, location: str
+) -> None:
+    """Which source reads it, and whether it can, is the event-source registry's to say."""
+    spec = load(tmp_path, f"window: {START} .. {END}\nsource: {source}\ntarget: {{wsgi: a:b}}\n")
+    assert spec.source == SourceRef(scheme, location.format(tmp=tmp_path), source, 2)
+
+
+def test_empty_source_is_an_error(tmp_path: Path) -> None:
+    err = error(tmp_path, f"window: {START} .. {END}\nsource: ' '\ntarget: {{wsgi: a:b}}\n")
     assert err.line == 2
-    assert err.message == f"source: file not found: {tmp_path / 'gone.jsonl'}"
-
-
-def test_source_must_be_jsonl(tmp_path: Path) -> None:
-    (tmp_path / "events.csv").write_text("")
-    err = error(tmp_path, f"window: {START} .. {END}\nsource: events.csv\ntarget: {{wsgi: a:b}}\n")
-    assert err.line == 2
-    assert "use a frozen .jsonl or .jsonl.gz file" in err.message
-
-
-@pytest.mark.parametrize("source", ["clickhouse://host:8123/db", "chdb:///var/lib/chdb"])
-def test_clickhouse_source_not_supported_yet(tmp_path: Path, source: str) -> None:
-    err = error(tmp_path, f"window: {START} .. {END}\nsource: {source}\ntarget: {{wsgi: a:b}}\n")
-    assert err.line == 2
-    assert err.message == (
-        "source: ClickHouse sources are not supported yet; use a frozen .jsonl or .jsonl.gz file"
-    )
+    assert err.message == "source: expected a frozen events file or a scheme://location"
 
 
 @pytest.mark.parametrize(
@@ -517,7 +527,7 @@ def test_error_survives_pickling(tmp_path: Path) -> None:
 
 def test_error_built_elsewhere_reads_the_excerpt(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL)
-    err = IncidentFileError(path, 2, "source: something else is wrong")
+    err = file_error(path, 2, "source: something else is wrong")
     assert str(err).splitlines() == [
         f"{path}:2: source: something else is wrong",
         f"     1 | window: {START} .. {END}",
@@ -603,7 +613,8 @@ def test_side_effect_defaults(tmp_path: Path) -> None:
     sandbox = load(tmp_path, MINIMAL).sandbox
     assert sandbox.email.value == "stub"
     assert sandbox.jobs.value == "record"
-    assert sandbox.queues == ("localhost:6379",)
+    assert [q.text for q in sandbox.queues] == ["localhost:6379"]
+    assert sandbox.queues[0].addresses == {("127.0.0.1", 6379), ("::1", 6379)}
     assert sandbox.scheduled.value == "hold"
     assert sandbox.match_on == ("method", "scheme", "host", "port", "path", "query")
     assert sandbox.normalize == ()
@@ -630,7 +641,7 @@ sandbox:
         "record",
         "run",
     )
-    assert sandbox.queues == ("127.0.0.1:6380", "localhost:6379")
+    assert [q.text for q in sandbox.queues] == ["127.0.0.1:6380", "localhost:6379"]
     assert sandbox.match_on == ("method", "host", "path", "body", "header:idempotency-key")
     field, pattern = sandbox.normalize
     assert field.path == "metadata.request_id"  # type: ignore[union-attr]
@@ -647,7 +658,8 @@ def test_an_allowed_default_queue_is_an_error_not_a_live_redis(tmp_path: Path) -
 
 def test_allowing_the_default_queue_with_jobs_blocked_is_fine(tmp_path: Path) -> None:
     spec = load(tmp_path, MINIMAL + 'sandbox: {allow: ["localhost:6379"], jobs: block}\n')
-    assert spec.sandbox.allow == ("localhost:6379",) and spec.sandbox.queues == ()
+    assert [a.text for a in spec.sandbox.allow] == ["localhost:6379"]
+    assert spec.sandbox.queues == ()
 
 
 def test_jobs_block_serves_no_queue(tmp_path: Path) -> None:
@@ -696,14 +708,15 @@ def test_env_default_when_the_variable_is_unset(tmp_path: Path) -> None:
 
 
 def test_expect_normalize_defaults_and_rules(tmp_path: Path) -> None:
-    assert load(tmp_path, MINIMAL).expect.normalize == ("uuids", "timestamps")
+    builtins = (BUILTIN_NORMALIZERS["uuids"], BUILTIN_NORMALIZERS["timestamps"])
+    assert load(tmp_path, MINIMAL).expect.normalize == builtins
     expect = load(
         tmp_path,
         MINIMAL + "expect:\n  normalize: [timestamps, {pattern: 'acct_\\w+', replace: '<acct>'}]\n",
     ).expect
-    builtin, (pattern, replacement) = expect.normalize
-    assert builtin == "timestamps"
-    assert pattern.pattern == "acct_\\w+" and replacement == "<acct>"  # type: ignore[union-attr]
+    builtin, rule = expect.normalize
+    assert builtin == BUILTIN_NORMALIZERS["timestamps"]
+    assert rule == PatternNormalizer(re.compile("acct_\\w+"), "<acct>")
 
 
 def test_expect_normalize_mistakes(tmp_path: Path) -> None:

@@ -50,11 +50,11 @@ import trustme
 from redis import Redis
 from rq import Queue
 
-from pytest_incident.book import ReplayBook
-from pytest_incident.effects import Effect, Outcome
-from pytest_incident.spans import Span, SpanKind, parse_timestamp
-from pytest_incident.stubs.jobs import JobQueueStub
-from pytest_incident.stubs.smtp import SentMessage, SmtpStub
+from pytest_incident.core.book import ReplayBook
+from pytest_incident.model.effects import Effect, Outcome
+from pytest_incident.model.spans import Span, SpanKind, parse_timestamp
+from pytest_incident.runtime.stubs.jobs import JobQueueStub
+from pytest_incident.runtime.stubs.smtp import SentMessage, SmtpStub
 
 from .. import recording
 from ..fakes_base import LOOPBACK

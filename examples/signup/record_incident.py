@@ -33,10 +33,10 @@ import requests
 import urllib3.util.connection
 from requests.adapters import HTTPAdapter
 
-from pytest_incident.database import PostgresServer, TemplateDatabase
-from pytest_incident.pgwire import Mutation
-from pytest_incident.spans import Span, SpanKind, parse_timestamp
-from pytest_incident.stubs.pgtap import PgTap
+from pytest_incident.model.spans import Span, SpanKind, parse_timestamp
+from pytest_incident.protocols.postgres import Mutation
+from pytest_incident.runtime.database import PostgresServer, TemplateDatabase
+from pytest_incident.runtime.stubs.pgtap import PgTap
 
 from .. import recording
 from ..fakes_base import LOOPBACK

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from .sockaddr import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, AF_UNSPEC, SockAddr
+from pytest_incident.sandbox.sockaddr import (
+    AF_INET,
+    AF_INET6,
+    AF_NETLINK,
+    AF_UNIX,
+    AF_UNSPEC,
+    SockAddr,
+)
 
 SOCK_DGRAM = socket.SOCK_DGRAM
 DNS_PORT = 53

@@ -1,0 +1,87 @@
+# Judging one replayed request: the recorded request, what the replay produced, the
+# incident's expectations and the snapshot comparison in; one Verdict with every problem
+# (not just the first) out. Pure; the only place that decides whether an item passes.
+#
+# Vocabulary: a request "failed" when it answered 5xx or not at all; it "succeeds" when it
+# answered below 400. `resolved` = failed in production, succeeds now. `regressed` = did not
+# fail in production, fails now.
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pytest_incident.core.writes import compare_writes
+from pytest_incident.model.effects import Outcome
+from pytest_incident.model.recorded import RecordedRequest
+from pytest_incident.model.result import ReplayResult, SnapshotCheck
+from pytest_incident.model.spec import Expect, UnmatchedMode
+
+
+@dataclass(frozen=True)
+class Verdict:
+    was: int | None
+    now: int | None
+    problems: tuple[str, ...]  # every reason the item fails, in report order
+    failed_before: bool
+    fails_now: bool
+    snapshot: SnapshotCheck | None = None  # None: no snapshot asserted
+    writes: str = ""  # production's writes beside the replay's, when they differ
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    @property
+    def resolved(self) -> bool:
+        return self.failed_before and self.now is not None and self.now < 400
+
+    @property
+    def regressed(self) -> bool:
+        return not self.failed_before and self.fails_now
+
+    def transition(self) -> str:
+        def show(status: int | None) -> str:
+            return "no answer" if status is None else str(status)
+
+        return f"{show(self.was)} -> {show(self.now)}"
+
+
+def judge(
+    recorded: RecordedRequest,
+    result: ReplayResult,
+    expect: Expect,
+    unmatched: UnmatchedMode = UnmatchedMode.ERROR,
+    snapshot: SnapshotCheck | None = None,
+) -> Verdict:
+    now = result.status
+    problems: list[str] = []
+    if result.crash:
+        problems.append(result.crash)
+    if now is None:
+        problems.append(f"no answer from the target: {result.error or 'unknown error'}")
+    elif expect.status is not None and not expect.status.matches(now):
+        problems.append(f"status {now} does not satisfy expect.status {expect.status}")
+    if expect.resolved and recorded.failed and (now is None or now >= 400):
+        was = recorded.status if recorded.status is not None else "no answer"
+        problems.append(
+            f"failed in production ({was}) and is not resolved "
+            f"(now {now if now is not None else 'no answer'}; resolved means < 400)"
+        )
+    if unmatched is UnmatchedMode.ERROR:
+        for miss in result.effects:
+            if miss.outcome is Outcome.UNMATCHED and not miss.late:
+                problems.append(f"outbound call not in the recording: {miss.what}")
+    problems.extend(result.problems)
+    if snapshot is not None and not snapshot.matched:
+        problems.append(snapshot.problem)
+    writes = ""
+    if recorded.db_writes is not None:
+        writes = compare_writes(recorded.db_writes, result.mutations)
+    return Verdict(
+        was=recorded.status,
+        now=now,
+        problems=tuple(problems),
+        failed_before=recorded.failed,
+        fails_now=now is None or now >= 500,
+        snapshot=snapshot,
+        writes=writes,
+    )

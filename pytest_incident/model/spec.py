@@ -1,0 +1,198 @@
+# The incident file as values: what `incident.yaml` says once it is loaded and checked
+# (pytest_incident.spec builds it). Stdlib only, no I/O: every later layer reads these.
+#
+# One model for each setting: the loader resolves and compiles once (endpoints to loopback
+# addresses, normalizers, enums), and the runtime, the verdict and the reports consume the
+# same objects. `source:` is a reference (scheme, location, line) that the event-source
+# registry resolves; the frozen file is one source among others.
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from pytest_incident.model.endpoints import LoopbackEndpoint
+from pytest_incident.model.normalizers import (
+    BUILTIN_NORMALIZERS,
+    DEFAULT_NORMALIZE,
+    Normalizer,
+)
+
+_STATUS_RE = re.compile(r"(<=|>=|==|!=|<|>)?\s*(\d{3})")
+_STATUS_CLASS_RE = re.compile(r"([1-5])[xX]{2}")
+_STATUS_OPS: Mapping[str, Callable[[int, int], bool]] = MappingProxyType(
+    {
+        "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b,
+        ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b,
+        "==": lambda a, b: a == b,
+        "!=": lambda a, b: a != b,
+        "class": lambda a, b: a // 100 == b,
+    }
+)
+_STATUS_FORMS = "500, ==500, !=500, <500, <=499, >200, >=500, 5xx (codes 100-599, classes 1xx-5xx)"
+
+
+class OutboundMode(enum.Enum):
+    STUB = "stub"
+    BLOCK = "block"
+
+
+class UnmatchedMode(enum.Enum):
+    ERROR = "error"
+    BLOCK = "block"
+
+
+class EmailMode(enum.Enum):
+    STUB = "stub"  # SMTP connections go to the SMTP stub: accepted, recorded, not delivered
+    BLOCK = "block"  # SMTP connections are refused
+
+
+class JobsMode(enum.Enum):
+    RECORD = "record"  # job-queue connections go to the job stub: recorded, not dispatched
+    BLOCK = "block"  # job-queue connections are refused
+
+
+class MutationsMode(enum.Enum):
+    SNAPSHOT = "snapshot"  # each request's side-effect log is asserted against a syrupy snapshot
+    IGNORE = "ignore"
+
+
+class ScheduledMode(enum.Enum):
+    HOLD = "hold"  # in-process schedulers start paused; PYTEST_INCIDENT_REPLAY=1 is set
+    RUN = "run"  # left alone
+
+
+@dataclass(frozen=True)
+class StatusCondition:
+    """`<500`, `<=499`, `>=500`, `>200`, `==200`, `!=500`, `500` or a class such as `5xx`."""
+
+    op: str  # "<", "<=", ">", ">=", "==", "!=", or "class" (value = first digit)
+    value: int
+    text: str
+
+    def matches(self, status: int) -> bool:
+        return _STATUS_OPS[self.op](status, self.value)
+
+    def __str__(self) -> str:
+        return self.text
+
+    @classmethod
+    def parse(cls, text: str | int) -> StatusCondition:
+        if isinstance(text, bool) or not isinstance(text, int | str):
+            raise ValueError(f"not a status condition: {text!r}; allowed: {_STATUS_FORMS}")
+        source = str(text).strip()
+        match = _STATUS_CLASS_RE.fullmatch(source)
+        if match:
+            return cls("class", int(match.group(1)), source)
+        match = _STATUS_RE.fullmatch(source)
+        if match and 100 <= int(match.group(2)) <= 599:
+            return cls(match.group(1) or "==", int(match.group(2)), source)
+        raise ValueError(f"{source!r} is not a status condition; allowed: {_STATUS_FORMS}")
+
+
+@dataclass(frozen=True)
+class Window:
+    start_ns: int
+    end_ns: int
+
+    def contains(self, ns: int) -> bool:
+        return self.start_ns <= ns < self.end_ns
+
+
+@dataclass(frozen=True)
+class Select:
+    service: str | None = None
+    routes: tuple[str, ...] = ()  # "POST /signup"; fnmatch `*` allowed in the path
+    status: StatusCondition | None = None
+    requests: tuple[str, ...] = ()  # lowercase trace-id prefixes, >= 4 hex digits
+
+
+@dataclass(frozen=True)
+class Target:
+    wsgi: str | None  # "package.module:attribute"
+    command: tuple[str, ...] | None  # contains "{port}"
+    env: Mapping[str, str]
+    cwd: Path | None
+    ready_timeout_s: float = 30.0
+    request_timeout_s: float = 30.0
+
+
+# The parts of an outbound call `sandbox.match_on` may name; `header:<name>` stands for any
+# header. pytest_incident.core.matching implements each of them.
+MATCH_FIELDS = ("method", "scheme", "host", "port", "path", "query")
+MATCH_PARTS = (*MATCH_FIELDS, "body", "header:<name>")
+DEFAULT_MATCH_ON = MATCH_FIELDS
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # an HTTP token, lower case
+
+
+def is_match_part(name: str) -> bool:
+    """True for a part `match_on` accepts (lower case): a field, `body`, `header:<token>`."""
+    if name.startswith("header:"):
+        return bool(_HEADER_NAME.fullmatch(name.removeprefix("header:")))
+    return name in MATCH_FIELDS or name == "body"
+
+
+DEFAULT_QUEUES = ("localhost:6379",)
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    outbound: OutboundMode = OutboundMode.STUB
+    allow: tuple[LoopbackEndpoint, ...] = ()  # live destinations, through the database tap
+    unmatched: UnmatchedMode = UnmatchedMode.ERROR
+    email: EmailMode = EmailMode.STUB
+    jobs: JobsMode = JobsMode.RECORD
+    # Redis endpoints the job stub stands in for (none when jobs: block)
+    queues: tuple[LoopbackEndpoint, ...] = tuple(LoopbackEndpoint.parse(q) for q in DEFAULT_QUEUES)
+    scheduled: ScheduledMode = ScheduledMode.HOLD
+    match_on: tuple[str, ...] = DEFAULT_MATCH_ON
+    normalize: tuple[Normalizer, ...] = ()  # outbound request bodies, before matching
+
+
+@dataclass(frozen=True)
+class Expect:
+    status: StatusCondition | None = None
+    resolved: bool = False
+    mutations: MutationsMode = MutationsMode.IGNORE
+    # what varies between runs, replaced in the side-effect log before it is compared
+    normalize: tuple[Normalizer, ...] = tuple(BUILTIN_NORMALIZERS[n] for n in DEFAULT_NORMALIZE)
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where the recorded spans come from, as `source:` names it: `scheme://location`, or a
+    file path (scheme "file", location resolved against the incident file's folder)."""
+
+    scheme: str  # lower case: "file", "clickhouse", "chdb", or a plugin's
+    location: str  # for "file", an absolute path
+    text: str  # as written (after ${ENV} expansion)
+    line: int  # of `source:` in the incident file
+
+    @property
+    def path(self) -> Path:
+        """The location as a path (for file-like sources)."""
+        return Path(self.location)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class IncidentSpec:
+    path: Path
+    name: str
+    title: str
+    window: Window
+    source: SourceRef
+    select: Select
+    target: Target
+    sandbox: SandboxSpec
+    expect: Expect
+    usefixtures: tuple[str, ...]
+    line: int  # first line of the top-level mapping
+    lines: Mapping[str, int]  # dotted key path -> line: "select.routes", "select.routes[0]"

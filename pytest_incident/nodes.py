@@ -1,0 +1,231 @@
+# The collection tree: an incident YAML becomes an IncidentFile; each recorded request it
+# selects becomes an IncidentItem (a pytest.Function, so fixtures, -k, -x, xdist and junitxml
+# behave as for any test). YAML -> File -> Item, with `reportinfo` pointing at the YAML line.
+#
+# `runtest` is replay -> judge -> hook -> raise: the replay environment (stubs + sandboxed
+# target) produces a ReplayResult, pytest_incident.core.verdict decides, the
+# `pytest_incident_replayed` hook sees the whole verdict, and a failed verdict raises
+# ReplayFailure carrying the report that `repr_failure` prints instead of a traceback.
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_incident import reporting
+from pytest_incident.model.errors import FileError, ReplayError, ReplayFailure
+from pytest_incident.model.spec import MutationsMode
+from pytest_incident.options import state_key
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr
+
+    from pytest_incident.core.book import ReplayBook
+    from pytest_incident.model.normalizers import Normalizer
+    from pytest_incident.model.recorded import RecordedRequest
+    from pytest_incident.model.spans import Span
+    from pytest_incident.model.spec import IncidentSpec
+    from pytest_incident.runtime.replay import IncidentReplay
+    from pytest_incident.runtime.servers import PortStub
+
+
+class HookSource:
+    """An EventSource for any scheme that asks the `pytest_incident_load_spans` hook (which
+    may decline with None: the registry then asks the next source)."""
+
+    schemes: tuple[str, ...] = ("*",)
+
+    def __init__(self, config: pytest.Config, hook: Any) -> None:
+        self.config = config
+        self.hook = hook
+
+    def read(self, spec: IncidentSpec) -> Iterable[Span] | None:
+        spans: Iterable[Span] | None = self.hook.pytest_incident_load_spans(
+            spec=spec, config=self.config
+        )
+        return spans
+
+
+class IncidentFile(pytest.File):
+    """One incident YAML: collects an item per selected recorded request."""
+
+    spec: IncidentSpec
+    replay: IncidentReplay | None = None
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def collect(self) -> Iterator[pytest.Item]:
+        from pytest_incident.events.incident import open_incident
+        from pytest_incident.events.selection import short_ids
+        from pytest_incident.events.sources import SourceRegistry
+        from pytest_incident.snapshots import SNAPSHOT_FIXTURE
+
+        registry = SourceRegistry.default(extra=[HookSource(self.config, self.ihook)])
+        try:
+            opened = open_incident(self.path, dict(os.environ), registry)
+        except FileError as exc:
+            raise CollectError(self._relative(str(exc), exc.path)) from None
+        except ReplayError as exc:
+            raise CollectError(f"{self.path}:1: {exc}") from None
+        self.spec = opened.spec
+        if self.spec.usefixtures:
+            self.add_marker(pytest.mark.usefixtures(*self.spec.usefixtures))
+        if self.spec.expect.mutations is MutationsMode.SNAPSHOT:
+            if not self.config.pluginmanager.hasplugin("syrupy"):
+                raise CollectError(
+                    self._relative(
+                        f"{self.path}:{self.spec.lines.get('expect.mutations', 1)}: "
+                        "expect.mutations: snapshot needs syrupy's pytest plugin, which is "
+                        "not active (not installed, or disabled with -p no:syrupy)",
+                        self.path,
+                    )
+                )
+            self.add_marker(pytest.mark.usefixtures(SNAPSHOT_FIXTURE))
+        self.add_marker(pytest.mark.incident(self.spec.name))
+        ids = short_ids(opened.requests)
+        line = self.spec.lines.get("select", self.spec.lines.get("window", 1))
+        for request in opened.requests:
+            name = f"{request.method} {request.route}[{ids[request.request_id.lower()]}]"
+            yield IncidentItem.from_parent(
+                self, name=name, callobj=replay_request, request=request, line=line
+            )
+
+    def _relative(self, message: str, path: Path) -> str:
+        """`file:line: ...` with the file as the user typed it: relative to the invocation."""
+        shown = os.path.relpath(path, self.config.invocation_params.dir)
+        if message.startswith(str(path)) and not shown.startswith(".."):
+            return shown + message[len(str(path)) :]
+        return message
+
+    def repr_failure(  # type: ignore[override]
+        self, excinfo: pytest.ExceptionInfo[BaseException]
+    ) -> str | TerminalRepr:
+        if isinstance(excinfo.value, CollectError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def replay_environment(self) -> IncidentReplay:
+        """The file's stubs and target, built by its first item (after that item's fixtures,
+        so a fixture can prepare what the target needs) and reused by the others."""
+        from pytest_incident.runtime.replay import ReplayOptions, replay_for_spec
+
+        if self.replay is None:
+            spec, hook = self.spec, self.ihook
+            normalizers = plugin_normalizers(
+                hook.pytest_incident_normalizers(spec=spec, config=self.config)
+            )
+
+            def port_stubs(book: ReplayBook) -> dict[int, PortStub]:
+                found: dict[int, PortStub] = {}
+                for stubs in hook.pytest_incident_port_stubs(spec=spec, book=book):
+                    found.update(stubs)
+                return found
+
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"incident-{self.spec.name}-")
+            self.replay = replay_for_spec(
+                spec,
+                [i.request for i in self.collect_items()],
+                rootdir=self.config.rootpath,
+                workdir=Path(self._tmp.name),
+                options=ReplayOptions(speed=self.config.stash[state_key].speed),
+                normalizers=normalizers,
+                port_stubs=port_stubs,
+            )
+        return self.replay
+
+    def collect_items(self) -> list[IncidentItem]:
+        return [i for i in self.session.items if isinstance(i, IncidentItem) and i.parent is self]
+
+    def teardown(self) -> None:
+        if self.replay is not None:
+            self.replay.close()
+            self.replay = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def plugin_normalizers(contributions: list[Any]) -> list[Normalizer]:
+    """The normalizers plugins returned; anything that is not one is a configuration error
+    naming it (never silently ignored)."""
+    from pytest_incident.model.errors import ReplayConfigError
+    from pytest_incident.model.normalizers import Normalizer
+
+    found: list[Normalizer] = []
+    for contribution in contributions:
+        for normalizer in contribution:
+            if not isinstance(normalizer, Normalizer):
+                raise ReplayConfigError(
+                    f"pytest_incident_normalizers returned {normalizer!r}, which is not a "
+                    "Normalizer (it needs normalize_json, normalize_form and normalize_text)"
+                )
+            found.append(normalizer)
+    return found
+
+
+class CollectError(Exception):
+    """An incident file that cannot be collected; str() is `file:line: message`."""
+
+
+def replay_request() -> None:
+    """The Python object behind every IncidentItem, for pytest's fixture machinery only;
+    IncidentItem.runtest performs the replay."""
+
+
+class IncidentItem(pytest.Function):
+    """One recorded request, replayed against the current code."""
+
+    def __init__(self, *, request: RecordedRequest, line: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.request = request
+        self.line = line
+        self.incident: str = self.parent.spec.name  # type: ignore[union-attr]
+        self.user_properties.append((reporting.INCIDENT, self.incident))
+        self.user_properties.append((reporting.FAILED_BEFORE, request.failed))
+
+    @property
+    def incident_file(self) -> IncidentFile:
+        assert isinstance(self.parent, IncidentFile)
+        return self.parent
+
+    def runtest(self) -> None:
+        from pytest_incident.core.report import render_failure
+        from pytest_incident.core.side_effects import SideEffectLog
+        from pytest_incident.core.verdict import judge
+        from pytest_incident.snapshots import SNAPSHOT_FIXTURE, check_snapshot
+
+        spec = self.incident_file.spec
+        result = self.incident_file.replay_environment().replay(self.request)
+        snapshot = None
+        if spec.expect.mutations is MutationsMode.SNAPSHOT:
+            log = SideEffectLog.of_result(result, spec.expect.normalize)
+            snapshot = check_snapshot(self.funcargs[SNAPSHOT_FIXTURE], log, self.config)
+        verdict = judge(self.request, result, spec.expect, spec.sandbox.unmatched, snapshot)
+        self.user_properties.append((reporting.NOW, result.status))
+        self.user_properties.append((reporting.RESOLVED, verdict.resolved))
+        self.ihook.pytest_incident_replayed(item=self, result=result, verdict=verdict)
+        if verdict.writes:  # information, not a failure: a fix may well write differently
+            self.add_report_section("call", "database writes (production | replay)", verdict.writes)
+        if not verdict.passed:
+            raise ReplayFailure(render_failure(spec.name, self.request, result, verdict))
+
+    def repr_failure(  # type: ignore[override]  # Item.repr_failure takes no style
+        self, excinfo: pytest.ExceptionInfo[BaseException]
+    ) -> str | TerminalRepr:
+        if isinstance(excinfo.value, ReplayFailure):
+            return excinfo.value.report
+        if isinstance(excinfo.value, ReplayError):
+            message = f"{self.incident_file.path}:{self.line}: {excinfo.value}"
+            replay = self.incident_file.replay
+            tail = replay.process.output_tail() if replay and replay.process else ""
+            if not tail:
+                return message
+            shown = "\n".join("    " + line for line in tail.splitlines())
+            return f"{message}\ntarget output (last lines):\n{shown}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.incident_file.path, self.line - 1, f"{self.incident}: {self.name}"

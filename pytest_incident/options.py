@@ -1,0 +1,33 @@
+# The plugin's command-line state, resolved once in pytest_configure and kept in
+# config.stash (never in globals).
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class IncidentState:
+    names: tuple[str, ...]
+    request_ids: tuple[str, ...]
+    speed: float
+    dirs: tuple[Path, ...]
+    selected: frozenset[Path] = frozenset()  # the files --incident named (resolved once)
+
+
+state_key = pytest.StashKey[IncidentState]()
+
+
+def positive_speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise pytest.UsageError(f"--incident-speed: {text!r} is not a number") from None
+    if not value > 0 or math.isnan(value):
+        raise pytest.UsageError(
+            f"--incident-speed must be > 0 (got {text}); use inf to drop recorded latencies"
+        )
+    return value

@@ -1,0 +1,63 @@
+# The end-of-run summary: one line per incident, counted from the items' reports (so it works
+# under xdist, where the reports reach the controller):
+#
+#     2024-05-signup: 47 replayed, 45 passing (3 resolved), 2 still failing (1 regressed)
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+# user_properties an IncidentItem attaches to its reports
+INCIDENT = "incident"
+FAILED_BEFORE = "incident_failed_before"
+NOW = "incident_now"
+RESOLVED = "incident_resolved"
+
+
+@dataclass
+class IncidentSummary:
+    replayed: int = 0
+    passing: int = 0
+    failing: int = 0
+    resolved: int = 0
+    regressed: int = 0
+
+
+class IncidentReporter:
+    """Counts replayed requests per incident and prints one line per incident at the end."""
+
+    def __init__(self) -> None:
+        self.summaries: dict[str, IncidentSummary] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        if INCIDENT not in props:
+            return
+        if not (report.when == "call" or (report.when == "setup" and report.failed)):
+            return
+        summary = self.summaries.setdefault(str(props[INCIDENT]), IncidentSummary())
+        summary.replayed += 1
+        if report.passed:
+            summary.passing += 1
+            summary.resolved += bool(props.get(RESOLVED))
+        else:
+            summary.failing += 1
+            summary.regressed += not props.get(FAILED_BEFORE)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.summaries:
+            return
+        terminalreporter.section("incidents")
+        for name, s in sorted(self.summaries.items()):
+            terminalreporter.write_line(summary_line(name, s))
+
+
+def summary_line(name: str, s: IncidentSummary) -> str:
+    line = f"{name}: {s.replayed} replayed, {s.passing} passing"
+    if s.resolved:
+        line += f" ({s.resolved} resolved)"
+    if s.failing:
+        line += f", {s.failing} still failing ({s.regressed} regressed)"
+    return line

@@ -1,0 +1,156 @@
+# The target process: the current code, started inside the sandbox (or bare, for benchmarks)
+# and watched from pytest. Adapter only; the tracer process does the tracing.
+#
+# Invariants: the process is started in its own session so that `stop()` can always kill
+# whatever is left; output goes to a log file whose tail is shown when the target crashes;
+# the tracer's events file is read incrementally, and everything the tracer logged before
+# the target answered is already in it.
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_incident.model.errors import TargetError
+from pytest_incident.sandbox.events import SandboxEvent, parse_event
+from pytest_incident.sandbox.policy import SandboxPolicy
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: Path
+    port: int
+    ready_timeout_s: float = 30.0
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "is running"
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    if code > 128 and code - 128 in signal.valid_signals():
+        return f"was killed by {signal.Signals(code - 128).name}"
+    return f"exited with status {code}"
+
+
+class TargetProcess:
+    def __init__(self, launch: Launch, policy: SandboxPolicy | None, workdir: Path) -> None:
+        self.launch = launch
+        self.policy = policy
+        self.workdir = workdir
+        self.log_path = workdir / "target.log"
+        self.events_path = workdir / "events.jsonl"
+        self._events_offset = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.policy is not None
+
+    def start(self) -> None:
+        self.starts += 1
+        argv: Sequence[str] = self.launch.argv
+        if self.policy is not None:
+            policy_path = self.workdir / "policy.json"
+            policy_path.write_text(self.policy.to_json())
+            argv = [
+                sys.executable,
+                "-m",
+                "pytest_incident.sandbox.tracer",
+                "--policy",
+                str(policy_path),
+                "--events",
+                str(self.events_path),
+                "--",
+                *argv,
+            ]
+        self.events_path.touch()
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- start #{self.starts}: {' '.join(self.launch.argv)}\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                argv,
+                cwd=self.launch.cwd,
+                env=dict(self.launch.env),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.launch.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.exit_code() is not None:
+                raise TargetError(
+                    f"target {describe_exit(self.exit_code())} before it "
+                    f"listened on 127.0.0.1:{self.launch.port}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.launch.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise TargetError(
+            f"target did not listen on 127.0.0.1:{self.launch.port} within "
+            f"{self.launch.ready_timeout_s:g}s"
+        )
+
+    def exit_code(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def wait_exit(self, timeout: float) -> int | None:
+        if self._proc is None:
+            return None
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def output_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def read_events(self) -> list[SandboxEvent]:
+        with open(self.events_path, "rb") as stream:
+            stream.seek(self._events_offset)
+            data = stream.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self._events_offset += len(complete)
+        return [parse_event(line) for line in complete.splitlines() if line.strip()]
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(grace_s)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left in its session
+        proc.wait()

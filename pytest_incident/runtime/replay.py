@@ -1,0 +1,430 @@
+# One incident file's replay environment: DNS stub, one HTTP stub per recorded endpoint, the
+# sandbox policy that ties them together, and the target process. Started once per incident
+# file, reused by its items, restarted when the target dies.
+#
+# Recorded hostnames get addresses 127.77.x.y; the DNS stub answers them, and the policy
+# redirects connects to (address, recorded port) to that endpoint's stub. Only loopback
+# entries of `sandbox.allow` pass live. Nothing here decides a verdict.
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import os
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pytest_incident.core.book import ReplayBook
+from pytest_incident.core.effect_log import EffectLog
+from pytest_incident.core.matching import MatchRules
+from pytest_incident.model.effects import Effect, EffectKind, Outcome
+from pytest_incident.model.endpoints import Address, addresses_of
+from pytest_incident.model.errors import ReplayConfigError, TargetError
+from pytest_incident.model.mutations import Mutation
+from pytest_incident.model.normalizers import Normalizer
+from pytest_incident.model.recorded import OutboundCall, RecordedRequest
+from pytest_incident.model.result import ReplayResult
+from pytest_incident.model.spec import (
+    EmailMode,
+    IncidentSpec,
+    OutboundMode,
+    SandboxSpec,
+    ScheduledMode,
+    Target,
+)
+from pytest_incident.runtime.process import Launch, TargetProcess, describe_exit, free_port
+from pytest_incident.runtime.servers import PortStub
+from pytest_incident.runtime.stubs.dns import DnsStub
+from pytest_incident.runtime.stubs.http import Endpoint, HttpStub
+from pytest_incident.runtime.stubs.jobs import JobQueueStub
+from pytest_incident.runtime.stubs.pgtap import PgTap
+from pytest_incident.runtime.stubs.sink import DatagramSink
+from pytest_incident.runtime.stubs.smtp import SmtpStub
+from pytest_incident.runtime.stubs.tls import IncidentCA, trust_env
+from pytest_incident.sandbox.events import NetEvent, SandboxEvent
+from pytest_incident.sandbox.policy import SandboxPolicy
+from pytest_incident.target import HARNESS
+
+MAPPED_NET = ipaddress.IPv4Address("127.77.0.0")
+SKIP_REQUEST_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    speed: float = 1.0  # recorded latencies are divided by this; inf = no latency
+    sandboxed: bool = True  # False only for benchmarks: no tracer, env points at the stubs
+
+
+SMTP_PORTS = (25, 587, 2525)  # plain, STARTTLS offered
+SMTPS_PORT = 465  # implicit TLS
+REPLAY_ENV = "PYTEST_INCIDENT_REPLAY"  # "1" in every target: a replay is running
+SCHEDULED_ENV = "PYTEST_INCIDENT_SCHEDULED"  # "hold": in-process schedulers start paused
+
+
+def mapped_addresses(hosts: Iterable[str]) -> dict[str, str]:
+    """Recorded hostname -> a stable loopback address in 127.77.0.0/16."""
+    return {host: str(MAPPED_NET + 1 + i) for i, host in enumerate(sorted(set(hosts)))}
+
+
+def endpoints_of(calls: Iterable[OutboundCall]) -> list[Endpoint]:
+    return sorted(
+        {Endpoint(c.host.lower(), c.port, c.scheme) for c in calls}, key=lambda e: (e.host, e.port)
+    )
+
+
+class IncidentReplay:
+    """One incident file's stubs and sandboxed target, configured by its spec (plus what
+    plugins add: body normalizers and port stubs)."""
+
+    def __init__(
+        self,
+        requests: Sequence[RecordedRequest],
+        target: Target,
+        sandbox: SandboxSpec,
+        workdir: Path,
+        rootdir: Path,
+        options: ReplayOptions = ReplayOptions(),
+        normalizers: Sequence[Normalizer] = (),
+        port_stubs: Callable[[ReplayBook], Mapping[int, PortStub]] | None = None,
+    ) -> None:
+        self.target = target
+        self.sandbox = sandbox
+        self.cwd = target.cwd or rootdir
+        self.make_port_stubs = port_stubs
+        self.options = options
+        self.workdir = workdir
+        self.log = EffectLog()
+        self.book = ReplayBook(
+            unmatched=sandbox.unmatched,
+            speed=options.speed,
+            match_on=MatchRules(sandbox.match_on, (*sandbox.normalize, *normalizers)),
+            log=self.log,
+        )
+        calls = [call for request in requests for call in request.outbound]
+        self.addresses = mapped_addresses(c.host.lower() for c in calls)
+        self.allow = addresses_of(sandbox.allow)
+        self.queues = addresses_of(sandbox.queues)
+        stubbed = sandbox.outbound is OutboundMode.STUB
+        self.endpoints = endpoints_of(calls) if stubbed else []
+        self.ca: IncidentCA | None = None
+        self.stubs: dict[Endpoint, HttpStub] = {}
+        self.smtp: dict[int, SmtpStub] = {}
+        self.port_stubs: dict[int, PortStub] = {}
+        self.jobs: JobQueueStub | None = None
+        self.taps: dict[Address, PgTap] = {}  # allowed endpoint -> its tap
+        self._tap_problems_seen: dict[Address, int] = {}
+        self._mutations: list[Mutation] = []
+        self._mutations_lock = threading.Lock()
+        self.dns: DnsStub | None = None
+        self.sink: DatagramSink | None = None
+        self.process: TargetProcess | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the stubs (once) and the target (again if it is not running)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.dns is None:
+                self._start_stubs()
+            if self.process is None:
+                self.process = TargetProcess(self._launch(), self._policy(), self.workdir)
+            if not self.process.alive():
+                self.process.stop()
+                self.process.start()
+        except BaseException:
+            if self.process is not None:
+                self.process.stop()
+            raise
+
+    def _start_stubs(self) -> None:
+        ca = self.ca = IncidentCA()
+        for endpoint in self.endpoints:
+            tls = ca.server_context(endpoint.host) if endpoint.scheme == "https" else None
+            self.stubs[endpoint] = HttpStub(endpoint, self.book, tls=tls)
+        if self.sandbox.email is EmailMode.STUB:
+            plain = SmtpStub(self.book, tls=self._any_host_tls())
+            self.smtp = {port: plain for port in SMTP_PORTS}
+            self.smtp[SMTPS_PORT] = SmtpStub(self.book, tls=self._any_host_tls(), implicit_tls=True)
+        if self.queues:
+            self.jobs = JobQueueStub(self.book)
+        for live in sorted(self.allow):  # live, through a tap: database writes are logged
+            self.taps[live] = PgTap(live, self._on_mutations)
+        if self.make_port_stubs is not None:
+            self.port_stubs = dict(self.make_port_stubs(self.book))
+        self.dns = DnsStub(self.addresses)
+        self.sink = DatagramSink()
+
+    def _any_host_tls(self) -> ssl.SSLContext:
+        """A server context that presents a certificate for whatever name the client asks
+        for (SNI): mail hosts are not known before the target connects."""
+        assert self.ca is not None
+        ca = self.ca
+        context = ca.server_context("localhost")
+
+        def choose(sock: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
+            if name:
+                sock.context = ca.server_context(name)
+
+        context.sni_callback = choose
+        return context
+
+    def _policy(self) -> SandboxPolicy | None:
+        if not self.options.sandboxed:
+            return None
+        assert self.dns is not None
+        redirects = {
+            (self.addresses[e.host], e.port): stub.address for e, stub in self.stubs.items()
+        }
+        if self.jobs is not None:
+            redirects.update({endpoint: self.jobs.address for endpoint in self.queues})
+        redirects.update({endpoint: tap.address for endpoint, tap in self.taps.items()})
+        return SandboxPolicy(
+            redirects=redirects,
+            allow=self.allow,
+            dns=self.dns.address,
+            sink=self.sink.address if self.sink else None,
+            port_redirects={
+                port: stub.address for port, stub in (*self.smtp.items(), *self.port_stubs.items())
+            },
+            hostnames={ip: host for host, ip in self.addresses.items()},
+        )
+
+    def _launch(self) -> Launch:
+        config = self.target
+        port = free_port()
+        if config.wsgi is not None:
+            # run by path: the harness imports nothing of this package inside the target
+            argv: tuple[str, ...] = (sys.executable, str(HARNESS), config.wsgi, "--port", str(port))
+        elif config.command is not None:
+            argv = tuple(
+                part.replace("{port}", str(port)).replace("{python}", sys.executable)
+                for part in config.command
+            )
+        else:
+            raise ReplayConfigError("target needs one of: wsgi, command")
+        env = {**os.environ, **config.env}
+        # the target's own PYTHONPATH (from target.env or the environment) comes after its
+        # working directory, and the in-target hooks come first
+        paths = [str(self.cwd), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        env[REPLAY_ENV] = "1"
+        if self.sandbox.scheduled is ScheduledMode.HOLD:
+            env[SCHEDULED_ENV] = "hold"
+        if self.ca is not None:
+            files = self.ca.write_files(self.workdir / "tls")
+            env.update(trust_env(files, pythonpath=env["PYTHONPATH"]))
+        if not self.options.sandboxed:
+            env.update(self.unsandboxed_env(config.env))
+        return Launch(argv, env, self.cwd, port, config.ready_timeout_s)
+
+    def unsandboxed_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        """Benchmarks only: point URLs in the env at the stubs directly (no DNS, no tracer).
+
+        Exact scheme/host/port matches only; refuses to run bare when a recorded endpoint is
+        not reachable that way, since a bare target would then contact the real host.
+        """
+        stubs = {(e.scheme, e.host, e.port): stub for e, stub in self.stubs.items()}
+        rewritten: dict[str, str] = {}
+        reached: set[tuple[str, str, int]] = set()
+        for key, value in env.items():
+            parts = urlsplit(value)
+            if not parts.scheme or not parts.hostname:
+                continue
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            where = (parts.scheme, parts.hostname.lower(), port)
+            stub = stubs.get(where)
+            if stub is not None:
+                rewritten[key] = parts._replace(
+                    netloc=f"{stub.address[0]}:{stub.address[1]}"
+                ).geturl()
+                reached.add(where)
+        missing = sorted(set(stubs) - reached) + sorted(
+            (e.scheme, e.host, e.port) for e in self.endpoints if e.scheme != "http"
+        )
+        if missing:
+            raise ReplayConfigError(
+                "unsandboxed replay needs every recorded endpoint named by an http:// URL in "
+                f"target.env; not reachable that way: {missing}"
+            )
+        return rewritten
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+        for stub in self.stubs.values():
+            stub.close()
+        self.stubs.clear()
+        for smtp in set(self.smtp.values()):
+            smtp.close()
+        self.smtp.clear()
+        if self.jobs is not None:
+            self.jobs.close()
+            self.jobs = None
+        for port_stub in self.port_stubs.values():
+            port_stub.close()
+        self.port_stubs.clear()
+        for tap in self.taps.values():
+            tap.close()
+        self.taps.clear()
+        if self.dns is not None:
+            self.dns.close()
+            self.dns = None
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
+
+    # -- one request -------------------------------------------------------------------
+
+    def replay(self, request: RecordedRequest) -> ReplayResult:
+        self.start()  # TargetError propagates: the item reports it
+        process = self.process
+        assert process is not None
+        if self.dns is not None:
+            self.dns.take_lookups()
+        # whatever the sandbox reported since the last item answered came after it: late
+        self.log.add_all(self._sandbox_effects(process.read_events()))
+        self._take_tap_problems()  # likewise, between items
+        if self.jobs is not None:
+            self.jobs.reset()  # every request starts from an empty queue store
+        with self._mutations_lock:
+            self._mutations.clear()  # writes of earlier items (or between items) are theirs
+        self.book.begin(request.outbound, label=request.request_id[:8])
+        started = time.monotonic()
+        status, body, error = self._send(request, process.launch.port)
+        elapsed = time.monotonic() - started
+        effects = list(self.book.end())
+        crash = ""
+        if status is None and process.wait_exit(1.0) is not None:
+            crash = f"target {describe_exit(process.exit_code())}"
+        effects += self.log.settle(self._sandbox_effects(process.read_events()))
+        effects += self._dropped_datagrams()
+        return ReplayResult(
+            status,
+            body,
+            error,
+            tuple(effects),
+            crash,
+            process.output_tail() if (crash or status is None) else "",
+            elapsed,
+            self._take_mutations(),
+            tuple(f"database tap: {p}" for p in self._take_tap_problems()),
+        )
+
+    def _take_tap_problems(self) -> list[str]:
+        """What the taps could not follow since the last call: a tap that lost track of a
+        connection has an incomplete mutation log, so the item must not pass on it."""
+        found: list[str] = []
+        for endpoint, tap in self.taps.items():
+            problems = tap.problems()
+            seen = self._tap_problems_seen.get(endpoint, 0)
+            found.extend(problems[seen:])
+            self._tap_problems_seen[endpoint] = len(problems)
+        return found
+
+    def _on_mutations(self, mutations: list[Mutation]) -> None:
+        """From a tap's relay thread: keep the settled writes of the item running now."""
+        with self._mutations_lock:
+            self._mutations.extend(mutations)
+
+    def _take_mutations(self) -> tuple[Mutation, ...]:
+        """The item's settled writes, then those of transactions still open (outcome
+        "pending"): a request that answered before committing shows as such."""
+        pending = [m for tap in self.taps.values() for m in tap.pending()]
+        with self._mutations_lock:
+            taken, self._mutations = self._mutations, []
+        return (*taken, *pending)
+
+    def _send(self, request: RecordedRequest, port: int) -> tuple[int | None, bytes, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=self.target.request_timeout_s)
+        try:
+            headers = {k: v for k, v in request.headers if k.lower() not in SKIP_REQUEST_HEADERS}
+            body = request.body
+            conn.request(request.method, request.target, body=body or None, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read(), ""
+        except TimeoutError:
+            return None, b"", f"no answer within {self.target.request_timeout_s:g}s"
+        except (OSError, http.client.HTTPException) as exc:
+            return None, b"", f"{type(exc).__name__}: {exc}".rstrip(": ")
+        finally:
+            conn.close()
+
+    def _unrecorded_name(self, dest: str) -> str:
+        if self.dns is None or ":" not in dest:
+            return ""
+        name = self.dns.name_of(dest.rsplit(":", 1)[0])
+        return f"{name}: not a host in the recording" if name else ""
+
+    def _sandbox_effects(self, events: Iterable[SandboxEvent]) -> list[Effect]:
+        """The sandbox's decisions worth showing, as effects stamped with the tracer's time."""
+        effects: list[Effect] = []
+        tapped = {f"{tap.address[0]}:{tap.address[1]}" for tap in self.taps.values()}
+        for event in events:
+            if not isinstance(event, NetEvent):
+                continue
+            if event.action == "redirect":
+                if event.to in tapped:  # an allowed endpoint, live through its tap
+                    effects.append(
+                        Effect(
+                            Outcome.ALLOWED,
+                            f"{event.call} {event.dest}",
+                            "in sandbox.allow (live; writes logged)",
+                            EffectKind.NETWORK,
+                            at_ns=event.t,
+                        )
+                    )
+                continue
+            host = event.host or self._unrecorded_name(event.dest)
+            what = f"{event.call} {event.dest}" + (f" ({host})" if host else "")
+            outcome = Outcome.ALLOWED if event.action == "allow" else Outcome.BLOCKED
+            effects.append(Effect(outcome, what, event.reason, EffectKind.NETWORK, at_ns=event.t))
+        if self.dns is not None:
+            self.dns.take_lookups()  # unrecorded hosts show up by name on their connects
+        return effects
+
+    def _dropped_datagrams(self) -> list[Effect]:
+        dropped = self.sink.take_count() if self.sink is not None else 0
+        if not dropped:
+            return []
+        what = f"{dropped} datagram(s)"
+        return [Effect(Outcome.BLOCKED, what, "dropped by the sandbox's sink", EffectKind.NETWORK)]
+
+
+def replay_for_spec(
+    spec: IncidentSpec,
+    requests: Sequence[RecordedRequest],
+    rootdir: Path,
+    workdir: Path,
+    options: ReplayOptions = ReplayOptions(),
+    normalizers: Sequence[Normalizer] = (),
+    port_stubs: Callable[[ReplayBook], Mapping[int, PortStub]] | None = None,
+) -> IncidentReplay:
+    """The replay environment an incident file describes (not started yet); `normalizers`
+    and `port_stubs` come from plugins (see hookspecs)."""
+    return IncidentReplay(
+        requests,
+        spec.target,
+        spec.sandbox,
+        workdir=workdir,
+        rootdir=rootdir,
+        options=options,
+        normalizers=normalizers,
+        port_stubs=port_stubs,
+    )
+
+
+__all__ = [
+    "IncidentReplay",
+    "ReplayConfigError",
+    "ReplayOptions",
+    "ReplayResult",
+    "TargetError",
+    "replay_for_spec",
+]
