@@ -37,15 +37,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pytest_incident.events.frozen import read_spans  # noqa: E402
-from pytest_incident.events.selection import select_requests  # noqa: E402
+from pytest_incident.events.incident import open_incident  # noqa: E402
 from pytest_incident.model.effects import Outcome  # noqa: E402
 from pytest_incident.model.recorded import RecordedRequest  # noqa: E402
+from pytest_incident.model.spec import IncidentSpec  # noqa: E402
 from pytest_incident.runtime.database import PostgresServer, TemplateDatabase  # noqa: E402
 from pytest_incident.runtime.process import free_port  # noqa: E402
 from pytest_incident.runtime.replay import IncidentReplay, ReplayOptions, replay_for_spec  # noqa: E402
 from pytest_incident.sandbox.policy import SandboxPolicy  # noqa: E402
-from pytest_incident.spec.loader import IncidentSpec, load_incident  # noqa: E402
 
 DEMO = ROOT / "incidents" / "2024-05-signup.yaml"
 SIDES = ("sandboxed", "bare")
@@ -71,9 +70,8 @@ def restore_demo_database() -> None:
 
 
 def load_demo() -> tuple[IncidentSpec, list[RecordedRequest]]:
-    spec = load_incident(DEMO, os.environ)
-    requests = select_requests(read_spans(spec.source), spec.window, spec.select)
-    return spec, requests
+    opened = open_incident(DEMO, os.environ)
+    return opened.spec, list(opened.requests)
 
 
 def make_replay(

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from .conftest import DEMO_YAML, write_incident
+from ..conftest import DEMO_YAML, write_incident
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
 
@@ -336,7 +336,7 @@ target: {wsgi: "broken_app:app", ready_timeout: 20s}
     )
     output = result.stdout.str()
     assert "harness: cannot load the WSGI app broken_app:app" in output
-    assert "harness.py\", line" not in output  # only the user's frames
+    assert 'harness.py", line' not in output  # only the user's frames
     assert "INTERNALERROR" not in output
 
 

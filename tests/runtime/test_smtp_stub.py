@@ -24,7 +24,7 @@ from pytest_incident.model.effects import Effect, Outcome
 from pytest_incident.runtime.stubs.smtp import SentMessage, SmtpStub, parse
 from pytest_incident.sandbox.policy import SandboxPolicy
 
-from .sandboxing import run_traced
+from ..sandboxing import run_traced
 
 WELCOME = "Subject: Welcome!\r\nFrom: a@x\r\nTo: b@y\r\n\r\nHello there.\r\nSecond line.\r\n"
 

@@ -31,7 +31,7 @@ from pytest_incident.runtime.stubs.http import Endpoint, HttpStub
 from pytest_incident.runtime.stubs.tls import CA_ENV, IncidentCA, TrustFiles, trust_env
 from pytest_incident.sandbox.policy import SandboxPolicy
 
-from .sandboxing import client_call, run_traced
+from ..sandboxing import client_call, run_traced
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
 
@@ -474,7 +474,7 @@ def test_the_hook_chains_to_the_sitecustomize_it_shadows(world: World) -> None:
         """
         import ssl, sys, certifi, sitecustomize
         print(sitecustomize.MARK)
-        print(any("sitecustomize" in p or p.endswith("target_hooks") for p in sys.path))
+        print(any("sitecustomize" in p or p.endswith("hooks") for p in sys.path))
         context = ssl.create_default_context(cafile=certifi.where())
         print(any(dict(c["subject"][0]).get("organizationName") == "pytest-incident"
                   for c in context.get_ca_certs()))

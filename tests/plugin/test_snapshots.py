@@ -17,7 +17,7 @@ from pytest_incident.model.effects import Effect, Outcome
 from pytest_incident.model.normalizers import PatternNormalizer
 from pytest_incident.spec.loader import IncidentFileError, MutationsMode, load_incident
 
-from .conftest import write_incident
+from ..conftest import write_incident
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
 

@@ -27,8 +27,8 @@ from pytest_incident.sandbox.tracer.handlers import HANDLERS, Context, Handler, 
 from pytest_incident.sandbox.tracer.loop import EventLog, Tracer
 from pytest_incident.sandbox.tracer.tracee import Registers, resume
 
-from .sandboxing import assert_no_connection, net_events, port_of, run_traced, tracer_argv
-from .test_core_sandbox_seccomp import run, seccomp_data
+from ..sandboxing import assert_no_connection, net_events, port_of, run_traced, tracer_argv
+from .test_seccomp import run, seccomp_data
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
 

@@ -46,7 +46,7 @@ from pytest_incident.protocols.jobs import (
 from pytest_incident.runtime.stubs.jobs import JobQueueStub
 from pytest_incident.sandbox.policy import SandboxPolicy
 
-from .sandboxing import run_traced
+from ..sandboxing import run_traced
 
 JOB_ID = b"0b7c6c3e-1b8a-4a43-9a55-5f3d4c1f3a10"
 TASK_ID = "5c2a3a5e-8d0b-4c4b-9e41-1b6ac2a9d7f3"

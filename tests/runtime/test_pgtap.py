@@ -29,7 +29,7 @@ from pytest_incident.runtime.database import PostgresServer
 from pytest_incident.runtime.stubs.pgtap import PgTap
 from pytest_incident.sandbox.policy import SandboxPolicy
 
-from .sandboxing import net_events, run_traced
+from ..sandboxing import net_events, run_traced
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 GSSENC_REQUEST = struct.pack("!ii", 8, 80877104)
