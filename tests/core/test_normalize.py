@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from pytest_incident.core.book import ReplayBook
 from pytest_incident.core.matching import LiveRequest, MatchRules, differences, nearest
 from pytest_incident.core.normalize import canonical_body
@@ -144,3 +146,33 @@ def test_a_late_side_effect_is_shown_on_the_next_item_marked_late() -> None:
     assert late.late_after == "aaaa1111" and late.detail == "subject: hi"
     assert late.render().endswith("subject: hi  [late: after request aaaa1111]")
     assert own.late_after is None and own.detail == "subject: own"
+
+
+def test_a_plugin_normalizer_of_any_class_is_used() -> None:
+    """One protocol: a third-party normalizer is applied, not silently ignored."""
+    from pytest_incident.core.normalize import canonical_body
+
+    class Amounts:
+        def normalize_json(self, value: object) -> object:
+            return {**value, "amount": "<n>"} if isinstance(value, dict) else value
+
+        def normalize_form(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+            return pairs
+
+        def normalize_text(self, text: str) -> str:
+            return text
+
+    assert canonical_body(b'{"amount": 900}', [Amounts()]) == canonical_body(
+        b'{"amount": 100}', [Amounts()]
+    )
+    assert canonical_body(b'{"amount": 900}') != canonical_body(b'{"amount": 100}')
+
+
+def test_a_plugin_normalizer_that_is_not_one_is_an_error_naming_it() -> None:
+    from pytest_incident.model.errors import ReplayConfigError
+    from pytest_incident.nodes import plugin_normalizers
+
+    with pytest.raises(
+        ReplayConfigError, match=r"returned 'metadata.id', which is not a Normalizer"
+    ):
+        plugin_normalizers([["metadata.id"]])
