@@ -43,7 +43,7 @@ from pytest_incident.model.recorded import RecordedRequest  # noqa: E402
 from pytest_incident.model.spec import IncidentSpec  # noqa: E402
 from pytest_incident.runtime.database import PostgresServer, TemplateDatabase  # noqa: E402
 from pytest_incident.runtime.process import free_port  # noqa: E402
-from pytest_incident.runtime.replay import IncidentReplay, ReplayOptions, replay_for_spec  # noqa: E402
+from pytest_incident.runtime.replay import IncidentReplay, ReplayOptions  # noqa: E402
 from pytest_incident.sandbox.policy import SandboxPolicy  # noqa: E402
 
 DEMO = ROOT / "incidents" / "2024-05-signup.yaml"
@@ -82,7 +82,7 @@ def make_replay(
     sandboxed: bool,
 ) -> IncidentReplay:
     target = spec.target
-    replay = replay_for_spec(
+    replay = IncidentReplay(
         spec,
         requests,
         rootdir=ROOT,

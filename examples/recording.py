@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import contextvars
 import hashlib
 import http.client
@@ -29,10 +28,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from pytest_incident import frozen
+from pytest_incident.events import frozen
+from pytest_incident.model import conventions
 from pytest_incident.model.spans import Span, SpanKind
 from pytest_incident.protocols.postgres import FAILED, Mutation
 
@@ -95,30 +94,11 @@ CURRENT: contextvars.ContextVar[Exchange | None] = contextvars.ContextVar(
 )
 
 
-def headers_json(pairs: Iterable[tuple[str, str]]) -> str:
-    return json.dumps({k.lower(): v for k, v in pairs}, sort_keys=True)
-
-
-def body_attrs(key: str, body: bytes) -> dict[str, str]:
-    try:
-        return {key: body.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {key: base64.b64encode(body).decode("ascii"), f"{key}.encoding": "base64"}
-
-
 def http_client_span(
     method: str, url: str, headers: Iterable[tuple[str, str]], body: bytes, start_ns: int = 0
 ) -> RawSpan:
     """A Client span for an outbound HTTP call to `url` (the production URL), request side."""
-    parts = urlsplit(url)
-    attrs = {
-        "http.request.method": method,
-        "url.full": url,
-        "server.address": parts.hostname or "",
-        "server.port": str(parts.port or (443 if parts.scheme == "https" else 80)),
-        "incident.request.headers": headers_json(headers),
-        **body_attrs("incident.request.body", body),
-    }
+    attrs = conventions.outbound_request(method, url, headers, body)
     return RawSpan(start_ns, 0, method, SpanKind.CLIENT, attrs)
 
 
@@ -126,9 +106,7 @@ def record_response(
     span: RawSpan, status: int, headers: Iterable[tuple[str, str]], body: bytes
 ) -> None:
     """Add the answer to an HTTP Client span; a 4xx/5xx makes it an Error."""
-    span.attributes["http.response.status_code"] = str(status)
-    span.attributes["incident.response.headers"] = headers_json(headers)
-    span.attributes.update(body_attrs("incident.response.body", body))
+    span.attributes.update(conventions.response(status, headers, body))
     if status >= 400:
         span.attributes["error.type"] = str(status)
         span.status_code = "Error"
@@ -139,16 +117,15 @@ def db_client_span(mutation: Mutation, seen_ns: int, system: str = "postgresql")
     `seen_ns` (perf_counter ns), when the tap saw it settle; the tap gives no duration (0).
     A write whose own statement failed is an Error."""
     operation = mutation.operation.upper()
-    attrs = {
-        "db.system.name": system,
-        "db.query.text": mutation.statement,
-        "db.operation.name": operation,
-        "db.collection.name": mutation.table,
-        "incident.db.params": json.dumps(list(mutation.params)),
-        "incident.db.outcome": mutation.outcome,
-    }
-    if mutation.rows is not None:
-        attrs["incident.db.rows"] = str(mutation.rows)
+    attrs = conventions.database_statement(
+        system,
+        mutation.statement,
+        operation,
+        mutation.table,
+        mutation.params,
+        mutation.outcome,
+        mutation.rows,
+    )
     name = f"{operation} {mutation.table}" if mutation.table else operation
     span = RawSpan(seen_ns, 0, name, SpanKind.CLIENT, attrs)
     if mutation.outcome == FAILED:
@@ -219,11 +196,9 @@ class RecordingMiddleware:
             "url.path": path,
             "url.query": environ.get("QUERY_STRING", ""),
             "http.route": path,  # the demo's routes have no path parameters
-            "http.response.status_code": str(status),
             "incident.request.headers": json.dumps(sent, sort_keys=True),
-            **body_attrs("incident.request.body", request_body),
-            "incident.response.headers": headers_json(answer["headers"]),
-            **body_attrs("incident.response.body", response_body),
+            **conventions.encode_body(conventions.REQUEST_BODY, request_body),
+            **conventions.response(status, answer["headers"], response_body),
         }
         self.done.put(exchange)
         return [response_body]

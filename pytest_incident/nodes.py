@@ -110,7 +110,7 @@ class IncidentFile(pytest.File):
     def replay_environment(self) -> IncidentReplay:
         """The file's stubs and target, built by its first item (after that item's fixtures,
         so a fixture can prepare what the target needs) and reused by the others."""
-        from pytest_incident.runtime.replay import ReplayOptions, replay_for_spec
+        from pytest_incident.runtime.replay import IncidentReplay, ReplayOptions
 
         if self.replay is None:
             spec, hook = self.spec, self.ihook
@@ -125,7 +125,7 @@ class IncidentFile(pytest.File):
                 return found
 
             self._tmp = tempfile.TemporaryDirectory(prefix=f"incident-{self.spec.name}-")
-            self.replay = replay_for_spec(
+            self.replay = IncidentReplay(
                 spec,
                 [i.request for i in self.collect_items()],
                 rootdir=self.config.rootpath,

@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 from pytest_incident.events.frozen import read_spans
 from pytest_incident.model.errors import IncidentFileError, ReplayConfigError
 from pytest_incident.model.spans import Span
-from pytest_incident.model.spec import IncidentSpec, SourceRef
+from pytest_incident.model.spec import IncidentSpec
 from pytest_incident.spec.loader import file_error
 
 ENTRY_POINT_GROUP = "pytest_incident.sources"
@@ -76,12 +76,6 @@ class SourceRegistry:
         for source in self.sources:
             found.extend(s for s in source.schemes if s not in found and s != "*")
         return found
-
-    def source_for(self, ref: SourceRef) -> EventSource | None:
-        for source in self.sources:
-            if ref.scheme in source.schemes or "*" in source.schemes:
-                return source
-        return None
 
     def read(self, spec: IncidentSpec) -> Iterable[Span]:
         """The spans `spec.source` names; IncidentFileError at the `source:` line when no

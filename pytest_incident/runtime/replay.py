@@ -33,9 +33,7 @@ from pytest_incident.model.spec import (
     EmailMode,
     IncidentSpec,
     OutboundMode,
-    SandboxSpec,
     ScheduledMode,
-    Target,
 )
 from pytest_incident.runtime.process import Launch, TargetProcess, describe_exit, free_port
 from pytest_incident.runtime.servers import PortStub
@@ -83,17 +81,17 @@ class IncidentReplay:
 
     def __init__(
         self,
+        spec: IncidentSpec,
         requests: Sequence[RecordedRequest],
-        target: Target,
-        sandbox: SandboxSpec,
-        workdir: Path,
         rootdir: Path,
+        workdir: Path,
         options: ReplayOptions = ReplayOptions(),
         normalizers: Sequence[Normalizer] = (),
         port_stubs: Callable[[ReplayBook], Mapping[int, PortStub]] | None = None,
     ) -> None:
-        self.target = target
-        self.sandbox = sandbox
+        """Not started yet; `normalizers` and `port_stubs` come from plugins (hookspecs)."""
+        self.target = target = spec.target
+        self.sandbox = sandbox = spec.sandbox
         self.cwd = target.cwd or rootdir
         self.make_port_stubs = port_stubs
         self.options = options
@@ -290,7 +288,6 @@ class IncidentReplay:
             self.dns.take_lookups()
         # whatever the sandbox reported since the last item answered came after it: late
         self.log.add_all(self._sandbox_effects(process.read_events()))
-        self._take_tap_problems()  # likewise, between items
         if self.jobs is not None:
             self.jobs.reset()  # every request starts from an empty queue store
         with self._mutations_lock:
@@ -318,8 +315,9 @@ class IncidentReplay:
         )
 
     def _take_tap_problems(self) -> list[str]:
-        """What the taps could not follow since the last call: a tap that lost track of a
-        connection has an incomplete mutation log, so the item must not pass on it."""
+        """What the taps could not follow since the last item ended (between items too): a
+        tap that lost track of a connection has an incomplete mutation log, so the item
+        must not pass on it."""
         found: list[str] = []
         for endpoint, tap in self.taps.items():
             problems = tap.problems()
@@ -397,34 +395,10 @@ class IncidentReplay:
         return [Effect(Outcome.BLOCKED, what, "dropped by the sandbox's sink", EffectKind.NETWORK)]
 
 
-def replay_for_spec(
-    spec: IncidentSpec,
-    requests: Sequence[RecordedRequest],
-    rootdir: Path,
-    workdir: Path,
-    options: ReplayOptions = ReplayOptions(),
-    normalizers: Sequence[Normalizer] = (),
-    port_stubs: Callable[[ReplayBook], Mapping[int, PortStub]] | None = None,
-) -> IncidentReplay:
-    """The replay environment an incident file describes (not started yet); `normalizers`
-    and `port_stubs` come from plugins (see hookspecs)."""
-    return IncidentReplay(
-        requests,
-        spec.target,
-        spec.sandbox,
-        workdir=workdir,
-        rootdir=rootdir,
-        options=options,
-        normalizers=normalizers,
-        port_stubs=port_stubs,
-    )
-
-
 __all__ = [
     "IncidentReplay",
     "ReplayConfigError",
     "ReplayOptions",
     "ReplayResult",
     "TargetError",
-    "replay_for_spec",
 ]

@@ -15,7 +15,7 @@ class Clock:
 
 
 def connect(at_ns: int = 0) -> Effect:
-    return Effect(Outcome.BLOCKED, "connect 203.0.113.1:443", "", EffectKind.NETWORK, at_ns=at_ns)
+    return Effect(Outcome.BLOCKED, "connect 127.0.0.1:6543", "", EffectKind.NETWORK, at_ns=at_ns)
 
 
 def test_effects_are_stamped_by_the_injected_clock() -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from pytest_incident.core.book import ReplayBook
 from pytest_incident.core.matching import LiveRequest, MatchRules, differences, nearest
 from pytest_incident.core.normalize import canonical_body
@@ -166,13 +164,3 @@ def test_a_plugin_normalizer_of_any_class_is_used() -> None:
         b'{"amount": 100}', [Amounts()]
     )
     assert canonical_body(b'{"amount": 900}') != canonical_body(b'{"amount": 100}')
-
-
-def test_a_plugin_normalizer_that_is_not_one_is_an_error_naming_it() -> None:
-    from pytest_incident.model.errors import ReplayConfigError
-    from pytest_incident.nodes import plugin_normalizers
-
-    with pytest.raises(
-        ReplayConfigError, match=r"returned 'metadata.id', which is not a Normalizer"
-    ):
-        plugin_normalizers([["metadata.id"]])
