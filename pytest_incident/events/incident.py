@@ -14,7 +14,7 @@ from pytest_incident.events.selection import select_requests
 from pytest_incident.events.sources import SourceRegistry
 from pytest_incident.model.recorded import RecordedRequest
 from pytest_incident.model.spec import IncidentSpec
-from pytest_incident.spec.loader import load_incident
+from pytest_incident.spec import load_incident
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pytest_incident.events.frozen import read_spans
 from pytest_incident.model.errors import IncidentFileError, ReplayConfigError
 from pytest_incident.model.spans import Span
 from pytest_incident.model.spec import IncidentSpec
-from pytest_incident.spec.loader import file_error
+from pytest_incident.spec import file_error
 
 ENTRY_POINT_GROUP = "pytest_incident.sources"
 FROZEN_SUFFIXES = (".jsonl", ".jsonl.gz")

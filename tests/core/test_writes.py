@@ -8,7 +8,7 @@ from pytest_incident.core.writes import compare_writes
 from pytest_incident.events.selection import select_requests
 from pytest_incident.model.recorded import DatabaseWrite
 from pytest_incident.model.spans import Span, SpanKind
-from pytest_incident.spec.loader import Select, Window
+from pytest_incident.model.spec import Select, Window
 
 TRACE = "ab" * 16
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pytest_incident.events.selection import SLACK_NS, select_requests, short_ids
 from pytest_incident.model.recorded import RecordedRequest
 from pytest_incident.model.spans import Span, SpanKind, parse_timestamp
-from pytest_incident.spec.loader import Select, StatusCondition, Window
+from pytest_incident.model.spec import Select, StatusCondition, Window
 
 T0 = parse_timestamp("2024-05-14T14:00:00Z")
 T1 = parse_timestamp("2024-05-14T14:30:00Z")

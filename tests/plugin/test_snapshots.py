@@ -14,8 +14,10 @@ import pytest
 
 from pytest_incident.core.side_effects import MutationLog, SideEffectLog
 from pytest_incident.model.effects import Effect, Outcome
+from pytest_incident.model.errors import IncidentFileError
 from pytest_incident.model.normalizers import PatternNormalizer
-from pytest_incident.spec.loader import IncidentFileError, MutationsMode, load_incident
+from pytest_incident.model.spec import MutationsMode
+from pytest_incident.spec import load_incident
 
 from ..conftest import write_incident
 

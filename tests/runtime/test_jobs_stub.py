@@ -29,10 +29,13 @@ from redis.retry import Retry
 from pytest_incident.core.book import ReplayBook
 from pytest_incident.model.effects import Effect, Outcome
 from pytest_incident.protocols.jobs import (
+    JobEnqueue,
+    recognise,
+)
+from pytest_incident.protocols.redis import (
     NO_REPLY,
     CommandReader,
     ErrorReply,
-    JobEnqueue,
     ProtocolError,
     Push,
     Session,
@@ -40,7 +43,6 @@ from pytest_incident.protocols.jobs import (
     encode_command,
     encode_reply,
     local_reply,
-    recognise,
     without_auth,
 )
 from pytest_incident.runtime.stubs.jobs import JobQueueStub

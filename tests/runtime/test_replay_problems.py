@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytest_incident.runtime.replay import IncidentReplay
-from pytest_incident.spec.loader import load_incident
+from pytest_incident.spec import load_incident
 
 
 class Tap:

@@ -11,24 +11,22 @@ from pathlib import Path
 import pytest
 
 from pytest_incident.model.endpoints import LoopbackEndpoint
+from pytest_incident.model.errors import IncidentFileError
 from pytest_incident.model.normalizers import BUILTIN_NORMALIZERS, PatternNormalizer
 from pytest_incident.model.spans import parse_timestamp
-from pytest_incident.model.spec import SourceRef
-from pytest_incident.spec.loader import (
+from pytest_incident.model.spec import (
     Expect,
-    IncidentFileError,
     IncidentSpec,
     OutboundMode,
     SandboxSpec,
     Select,
+    SourceRef,
     StatusCondition,
     Target,
     UnmatchedMode,
     Window,
-    file_error,
-    load_incident,
-    parse_duration,
 )
+from pytest_incident.spec import file_error, load_incident, parse_duration
 
 START = "2024-05-14T14:00:00Z"
 END = "2024-05-14T14:30:00Z"

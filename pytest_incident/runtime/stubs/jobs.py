@@ -34,18 +34,20 @@ from redis.connection import DefaultParser
 from pytest_incident.core.book import ReplayBook
 from pytest_incident.model.errors import ProtocolError
 from pytest_incident.protocols.jobs import (
+    HashLookup,
+    recognise,
+)
+from pytest_incident.protocols.redis import (
     NO_REPLY,
     Command,
     CommandReader,
     ErrorReply,
-    HashLookup,
     Push,
     Session,
     as_redis_hello,
     encode_command,
     encode_reply,
     local_reply,
-    recognise,
     without_auth,
 )
 from pytest_incident.runtime.servers import LoopbackServer

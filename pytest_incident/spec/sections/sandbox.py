@@ -1,0 +1,184 @@
+# `sandbox:` what the target may reach and what answers it: outbound calls stubbed from the
+# recording or blocked, email and jobs kept, live endpoints (`allow`, resolved once here),
+# how a call is matched to a recorded one and what is normalized before matching.
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pytest_incident.model.endpoints import LoopbackEndpoint, addresses_of
+from pytest_incident.model.normalizers import (
+    NORMALIZED,
+    FieldNormalizer,
+    Normalizer,
+    PatternNormalizer,
+)
+from pytest_incident.model.spec import (
+    DEFAULT_MATCH_ON,
+    DEFAULT_QUEUES,
+    MATCH_PARTS,
+    EmailMode,
+    JobsMode,
+    OutboundMode,
+    SandboxSpec,
+    ScheduledMode,
+    UnmatchedMode,
+    is_match_part,
+)
+from pytest_incident.spec.reader import SectionReader
+from pytest_incident.spec.scalars import check_host_port
+from pytest_incident.spec.section import TEXT_OR_LIST, Section, mapping
+from pytest_incident.spec.yaml_loader import KeyPath
+
+
+def parse(reader: SectionReader, data: dict[str, Any]) -> SandboxSpec | None:
+    allow = _endpoints(reader, data, "allow")
+    jobs = JobsMode(data.get("jobs", JobsMode.RECORD.value))
+    explicit_queues = "queues" in data
+    queues = (
+        _endpoints(reader, data, "queues")
+        if explicit_queues
+        else tuple(LoopbackEndpoint.parse(q) for q in DEFAULT_QUEUES)
+    )
+    match_on = _match_on(reader, data)
+    normalize = _normalizers(reader, data.get("normalize") or [])
+    if allow is None or queues is None or match_on is None or normalize is None:
+        return None
+    if jobs is JobsMode.RECORD and not _queues_apart(reader, data, allow, queues, explicit_queues):
+        return None
+    return SandboxSpec(
+        outbound=OutboundMode(data.get("outbound", OutboundMode.STUB.value)),
+        allow=allow,
+        unmatched=UnmatchedMode(data.get("unmatched", UnmatchedMode.ERROR.value)),
+        email=EmailMode(data.get("email", EmailMode.STUB.value)),
+        jobs=jobs,
+        queues=queues if jobs is JobsMode.RECORD else (),
+        scheduled=ScheduledMode(data.get("scheduled", ScheduledMode.HOLD.value)),
+        match_on=match_on,
+        normalize=normalize,
+    )
+
+
+def _queues_apart(
+    reader: SectionReader,
+    data: dict[str, Any],
+    allow: tuple[LoopbackEndpoint, ...],
+    queues: tuple[LoopbackEndpoint, ...],
+    explicit: bool,
+) -> bool:
+    """An endpoint is either live or a job queue: compared as resolved addresses."""
+    queued = addresses_of(queues)
+    paths = [path for path, _ in reader.items(data, "allow", ("sandbox",))]
+    for path, endpoint in zip(paths, allow, strict=True):
+        if not endpoint.addresses & queued:
+            continue
+        if explicit:
+            reader.fail(
+                path,
+                f"{endpoint.text!r} is also in sandbox.queues; an endpoint is "
+                "either live or a job queue, not both",
+            )
+        else:
+            reader.fail(
+                path,
+                f"{endpoint.text!r} is the default job queue (sandbox.jobs: "
+                "record stubs localhost:6379); set sandbox.queues to your queue "
+                "endpoints, or sandbox.jobs: block, to let it through live",
+            )
+        return False
+    return True
+
+
+def _endpoints(
+    reader: SectionReader, data: dict[str, Any], key: str
+) -> tuple[LoopbackEndpoint, ...] | None:
+    """`host:port` entries that stand for loopback endpoints, resolved once here."""
+    found: list[LoopbackEndpoint] = []
+    ok = True
+    for path, text in reader.items(data, key, ("sandbox",)):
+        problem = check_host_port(text.strip())
+        if problem is None:
+            try:
+                found.append(LoopbackEndpoint.parse(text.strip()))
+            except ValueError as exc:
+                problem = str(exc)
+        if problem:
+            reader.fail(path, problem)
+            ok = False
+    return tuple(found) if ok else None
+
+
+def _match_on(reader: SectionReader, data: dict[str, Any]) -> tuple[str, ...] | None:
+    if "match_on" not in data:
+        return DEFAULT_MATCH_ON
+    parts: list[str] = []
+    entries = reader.items(data, "match_on", ("sandbox",))
+    if not entries:
+        reader.fail(
+            ("sandbox", "match_on"),
+            "an empty match_on would serve any call with "
+            f"any recorded one; allowed parts: {', '.join(MATCH_PARTS)}",
+        )
+        return None
+    for path, text in entries:
+        part = text.strip().lower()
+        if not is_match_part(part):
+            reader.fail(
+                path, f"{text!r} is not a part of a call; allowed: {', '.join(MATCH_PARTS)}"
+            )
+            return None
+        if part in parts:
+            reader.fail(path, f"{text!r} is listed twice")
+            return None
+        parts.append(part)
+    return tuple(parts)
+
+
+def _normalizers(
+    reader: SectionReader, rules: list[dict[str, str]]
+) -> tuple[Normalizer, ...] | None:
+    found: list[Normalizer] = []
+    for i, rule in enumerate(rules):
+        path: KeyPath = ("sandbox", "normalize", i)
+        replacement = rule.get("replace", NORMALIZED)
+        if ("field" in rule) == ("pattern" in rule):
+            reader.fail(
+                path,
+                "a normalizer needs exactly one of: field (a body field path "
+                "such as metadata.request_id), pattern (a regular expression)",
+            )
+            return None
+        if "field" in rule:
+            found.append(FieldNormalizer(rule["field"], replacement))
+            continue
+        try:
+            found.append(PatternNormalizer(re.compile(rule["pattern"]), replacement))
+        except re.error as exc:
+            reader.fail((*path, "pattern"), f"not a regular expression: {exc}")
+            return None
+    return tuple(found)
+
+
+SCHEMA = mapping(
+    {
+        "outbound": {"enum": [mode.value for mode in OutboundMode]},
+        "email": {"enum": [mode.value for mode in EmailMode]},
+        "jobs": {"enum": [mode.value for mode in JobsMode]},
+        "queues": TEXT_OR_LIST,
+        "scheduled": {"enum": [mode.value for mode in ScheduledMode]},
+        "allow": TEXT_OR_LIST,
+        "unmatched": {"enum": [mode.value for mode in UnmatchedMode]},
+        "match_on": TEXT_OR_LIST,
+        "normalize": {
+            "type": "array",
+            "items": mapping(
+                {
+                    "field": {"type": "string"},
+                    "pattern": {"type": "string"},
+                    "replace": {"type": "string"},
+                }
+            ),
+        },
+    }
+)
+SECTION = Section("sandbox", "sandbox", SCHEMA, parse, default={})
