@@ -1,4 +1,4 @@
-"""Helpers shared by the tests that run real children under the tracer, and a span builder.
+"""Helpers shared by the tests that run real children under the tracer.
 
 Everything here is loopback only; a test of blocking uses a loopback listener its policy
 treats as external, which must see nothing.
@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_incident.model.recorded import OutboundCall
-from pytest_incident.model.spans import Span, SpanKind
 from pytest_incident.sandbox.policy import SandboxPolicy
 
 
@@ -60,23 +58,3 @@ def run_traced(
 
 def net_events(events: list[dict[str, object]]) -> list[dict[str, object]]:
     return [e for e in events if e["event"] == "net"]
-
-
-def client_call(
-    order: int, attributes: Mapping[str, str], duration_ns: int = 1_000_000
-) -> OutboundCall:
-    """A recorded outbound call (Client span) with the given attributes, `order`-th of its
-    request."""
-    method = attributes.get("http.request.method", "GET")
-    span = Span(
-        timestamp_ns=1_000 + order,
-        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
-        span_id=f"{order:016x}",
-        parent_span_id="00f067aa0ba902b7",
-        name=f"{method} {attributes.get('url.full', '')}",
-        kind=SpanKind.CLIENT,
-        service="signup",
-        attributes=dict(attributes),
-        duration_ns=duration_ns,
-    )
-    return OutboundCall(span, order)

@@ -12,7 +12,7 @@ from pytest_incident.model.effects import Effect, EffectKind, Outcome
 from pytest_incident.model.recorded import OutboundCall
 from pytest_incident.model.spec import UnmatchedMode
 
-from ..sandboxing import client_call
+from ..spans import outbound_call as client_call
 
 API = "https://api.payments.example"
 

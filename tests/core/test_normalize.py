@@ -10,7 +10,8 @@ from pytest_incident.core.normalize import canonical_body
 from pytest_incident.model.effects import Outcome
 from pytest_incident.model.normalizers import NORMALIZED, FieldNormalizer, PatternNormalizer
 from pytest_incident.model.recorded import OutboundCall
-from pytest_incident.model.spans import Span, SpanKind
+
+from ..spans import outbound_call
 
 API = "https://api.stripe.com"
 
@@ -24,18 +25,7 @@ def recorded(order: int, body: str, headers: str = "", path: str = "/v1/charges"
     }
     if headers:
         attributes["incident.request.headers"] = headers
-    span = Span(
-        timestamp_ns=order,
-        trace_id="ab" * 16,
-        span_id=f"{order:016x}",
-        parent_span_id="",
-        name="POST",
-        kind=SpanKind.CLIENT,
-        service="signup",
-        attributes=attributes,
-        duration_ns=1,
-    )
-    return OutboundCall(span, order)
+    return outbound_call(order, attributes, duration_ns=1)
 
 
 def live(

@@ -8,24 +8,19 @@ from pytest_incident.model.effects import Effect, Outcome
 from pytest_incident.model.mutations import COMMITTED, Mutation
 from pytest_incident.model.recorded import DatabaseWrite, RecordedRequest
 from pytest_incident.model.result import ReplayResult
-from pytest_incident.model.spans import Span, SpanKind
 from pytest_incident.model.spec import Expect, StatusCondition
 
-TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+from ..spans import TRACE, db_span, server_span
+
 SERVED = Effect(Outcome.SERVED, "GET https://api.example/a", "-> 200 (recorded #0)")
 EXPECT = Expect(status=StatusCondition.parse("<500"))
 
 
 def request(with_db: bool) -> RecordedRequest:
-    span = Span(1_715_695_200_000_000_000, TRACE, "00f067aa0ba902b7", "", "POST /signup",
-                SpanKind.SERVER, "signup", {"http.request.method": "POST", "url.path": "/signup",
-                "http.response.status_code": "500"}, 1)  # fmt: skip
+    span = server_span(at=1_715_695_200_000_000_000)
     if not with_db:
         return RecordedRequest(span)
-    write = Span(2, TRACE, "1", "", "INSERT accounts", SpanKind.CLIENT, "signup",
-                 {"db.system.name": "postgresql", "db.operation.name": "INSERT",
-                  "db.collection.name": "accounts", "incident.db.outcome": COMMITTED},
-                 1)  # fmt: skip
+    write = db_span("INSERT", "accounts", COMMITTED)
     return RecordedRequest(span, (), (DatabaseWrite(write),))
 
 

@@ -10,8 +10,9 @@ from pytest_incident.model.effects import Effect, Outcome
 from pytest_incident.model.mutations import COMMITTED, Mutation
 from pytest_incident.model.recorded import DatabaseWrite, RecordedRequest
 from pytest_incident.model.result import ReplayResult, SnapshotCheck
-from pytest_incident.model.spans import Span, SpanKind
 from pytest_incident.model.spec import Expect, StatusCondition, UnmatchedMode
+
+from ..spans import db_span, recorded_request
 
 SERVED = Effect(Outcome.SERVED, "GET https://api.example/a", "-> 200 (recorded #0)")
 MISS = Effect(Outcome.UNMATCHED, "POST https://api.example/new", "nearest recorded calls: ...")
@@ -19,20 +20,7 @@ BLOCKED = Effect(Outcome.BLOCKED, "connect 203.0.113.1:443", "nothing leaves the
 
 
 def recorded(status: int | None, status_code: str = "Unset") -> RecordedRequest:
-    attributes = {"http.response.status_code": str(status)} if status is not None else {}
-    span = Span(
-        timestamp_ns=0,
-        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
-        span_id="00f067aa0ba902b7",
-        parent_span_id="",
-        name="POST /signup",
-        kind=SpanKind.SERVER,
-        service="signup",
-        attributes=attributes,
-        duration_ns=1,
-        status_code=status_code,
-    )
-    return RecordedRequest(span)
+    return recorded_request(status=status, status_code=status_code)
 
 
 def result(
@@ -196,10 +184,7 @@ def test_a_late_unmatched_call_belongs_to_an_earlier_request() -> None:
 
 def test_writes_are_compared_once_into_the_verdict() -> None:
     request = recorded(200)
-    span = Span(1, request.request_id, "1", "", "INSERT accounts", SpanKind.CLIENT, "signup",
-                {"db.system.name": "postgresql", "db.operation.name": "INSERT",
-                 "db.collection.name": "accounts", "incident.db.outcome": COMMITTED},
-                 1)  # fmt: skip
+    span = db_span("INSERT", "accounts", COMMITTED, trace=request.request_id)
     with_writes = RecordedRequest(request.span, (), (DatabaseWrite(span),))
     verdict = core_judge(with_writes, result(200), Expect())
     assert "INSERT accounts committed" in verdict.writes

@@ -7,24 +7,14 @@ from types import SimpleNamespace
 from pytest_incident.core.writes import compare_writes
 from pytest_incident.events.selection import select_requests
 from pytest_incident.model.recorded import DatabaseWrite
-from pytest_incident.model.spans import Span, SpanKind
+from pytest_incident.model.spans import Span
 from pytest_incident.model.spec import Select, Window
 
-TRACE = "ab" * 16
-
-
-def span(kind: SpanKind, span_id: str, at: int, **attributes: str) -> Span:
-    return Span(at, TRACE, span_id, "", "x", kind, "signup", attributes, 1)
+from ..spans import db_span, server_span
 
 
 def db(span_id: str, at: int, operation: str, table: str, outcome: str) -> Span:
-    return span(
-        SpanKind.CLIENT, span_id, at, **{
-            "db.system.name": "postgresql", "db.operation.name": operation,
-            "db.collection.name": table, "incident.db.outcome": outcome,
-            "incident.db.params": '["a", null]',
-        }
-    )  # fmt: skip
+    return db_span(operation, table, outcome, span_id=span_id, at=at, params='["a", null]')
 
 
 def mutation(operation: str, table: str, outcome: str) -> SimpleNamespace:
@@ -46,7 +36,7 @@ def test_different_writes_are_shown_side_by_side() -> None:
 
 def test_selection_attaches_database_writes_only_when_the_recording_has_them() -> None:
     window = Window(0, 100)
-    server = span(SpanKind.SERVER, "s", 1, **{"http.request.method": "POST"})
+    server = server_span(span_id="s", at=1)
     [plain] = select_requests([server], window, Select())
     assert plain.db_writes is None  # no database span anywhere: not recorded
     writes = [db("2", 6, "UPDATE", "accounts", "committed"), db("1", 5, "INSERT", "a", "x")]

@@ -7,6 +7,8 @@ from pytest_incident.model.recorded import RecordedRequest
 from pytest_incident.model.spans import Span, SpanKind, parse_timestamp
 from pytest_incident.model.spec import Select, StatusCondition, Window
 
+from ..spans import client_span, server_span
+
 T0 = parse_timestamp("2024-05-14T14:00:00Z")
 T1 = parse_timestamp("2024-05-14T14:30:00Z")
 WINDOW = Window(T0, T1)
@@ -23,35 +25,17 @@ def server(
     service: str = "signup",
     route: str = "",
 ) -> Span:
-    attributes = {"http.request.method": method, "url.path": path}
-    if status is not None:
-        attributes["http.response.status_code"] = str(status)
-    if route:
-        attributes["http.route"] = route
-    return Span(
-        timestamp_ns=at,
-        trace_id=trace,
-        span_id="a" * 16,
-        parent_span_id="",
-        name=f"{method} {path}",
-        kind=SpanKind.SERVER,
-        service=service,
-        attributes=attributes,
-        duration_ns=SECOND,
-    )
+    extra = {"http.route": route} if route else {}
+    return server_span(
+        trace=trace, span_id="a" * 16, at=at, method=method, path=path, status=status,
+        service=service, duration_ns=SECOND, **extra,
+    )  # fmt: skip
 
 
 def client(trace: str, at: int, span_id: str, url: str = "https://api.example/x") -> Span:
-    return Span(
-        timestamp_ns=at,
-        trace_id=trace,
-        span_id=span_id,
-        parent_span_id="a" * 16,
-        name="POST",
-        kind=SpanKind.CLIENT,
-        service="signup",
-        attributes={"http.request.method": "POST", "url.full": url},
-        duration_ns=SECOND // 10,
+    attributes = {"http.request.method": "POST", "url.full": url}
+    return client_span(
+        attributes, trace=trace, span_id=span_id, parent="a" * 16, at=at, duration_ns=SECOND // 10
     )
 
 

@@ -31,7 +31,8 @@ from pytest_incident.runtime.stubs.http import Endpoint, HttpStub
 from pytest_incident.runtime.stubs.tls import CA_ENV, IncidentCA, TrustFiles, trust_env
 from pytest_incident.sandbox.policy import SandboxPolicy
 
-from ..sandboxing import client_call, run_traced
+from ..sandboxing import run_traced
+from ..spans import outbound_call as client_call
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
 
