@@ -40,7 +40,7 @@ from pytest_incident.runtime.servers import PortStub
 from pytest_incident.runtime.stubs.dns import DnsStub
 from pytest_incident.runtime.stubs.http import Endpoint, HttpStub
 from pytest_incident.runtime.stubs.jobs import JobQueueStub
-from pytest_incident.runtime.stubs.pgtap import PgTap
+from pytest_incident.runtime.stubs.pgtap import CONNECT_TIMEOUT_S, PgTap
 from pytest_incident.runtime.stubs.sink import DatagramSink
 from pytest_incident.runtime.stubs.smtp import SmtpStub
 from pytest_incident.runtime.stubs.tls import IncidentCA, trust_env
@@ -60,6 +60,7 @@ class ReplayOptions:
 
 SMTP_PORTS = (25, 587, 2525)  # plain, STARTTLS offered
 SMTPS_PORT = 465  # implicit TLS
+TAP_CONNECT_WAIT_S = CONNECT_TIMEOUT_S + 1.0  # a tap tries the upstream for at most that
 REPLAY_ENV = "PYTEST_INCIDENT_REPLAY"  # "1" in every target: a replay is running
 SCHEDULED_ENV = "PYTEST_INCIDENT_SCHEDULED"  # "hold": in-process schedulers start paused
 
@@ -116,6 +117,7 @@ class IncidentReplay:
         self.jobs: JobQueueStub | None = None
         self.taps: dict[Address, PgTap] = {}  # allowed endpoint -> its tap
         self._tap_problems_seen: dict[Address, int] = {}
+        self._tapped_connects: dict[str, int] = {}  # "host:port" of a tap -> connects to it
         self._mutations: list[Mutation] = []
         self._mutations_lock = threading.Lock()
         self.dns: DnsStub | None = None
@@ -320,6 +322,16 @@ class IncidentReplay:
         must not pass on it."""
         found: list[str] = []
         for endpoint, tap in self.taps.items():
+            address = f"{tap.address[0]}:{tap.address[1]}"
+            made = self._tapped_connects.get(address, 0)
+            # the sandbox saw these connects made; wait for the tap to have tried each
+            arrived = tap.wait_connected(made, TAP_CONNECT_WAIT_S)
+            if arrived < made:
+                found.append(
+                    f"{made - arrived} connection(s) to {endpoint[0]}:{endpoint[1]} never "
+                    f"reached the tap within {TAP_CONNECT_WAIT_S:g}s; their writes are unknown"
+                )
+                self._tapped_connects[address] = arrived  # report the shortfall once
             problems = tap.problems()
             seen = self._tap_problems_seen.get(endpoint, 0)
             found.extend(problems[seen:])
@@ -369,6 +381,7 @@ class IncidentReplay:
                 continue
             if event.action == "redirect":
                 if event.to in tapped:  # an allowed endpoint, live through its tap
+                    self._tapped_connects[event.to] = self._tapped_connects.get(event.to, 0) + 1
                     effects.append(
                         Effect(
                             Outcome.ALLOWED,

@@ -237,6 +237,34 @@ expect: {{status: "<500"}}
         listener.close()
 
 
+def test_an_allowed_destination_that_is_down_fails_the_item(demo: pytest.Pytester) -> None:
+    """The target reaches the tap, so its own connect succeeds and it answers 200; but the tap
+    could not reach the live destination, so nothing it did there was logged: the item fails
+    naming that, rather than passing green on a mutation log it never saw."""
+    held = socket.socket()  # bound, not listening: refused, and no one else can take it
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
+    demo.makepyfile(dialer=BLOCKED_APP)
+    write_incident(
+        demo,
+        "dialer",
+        f"""
+select: {{routes: ["GET /health"]}}
+target:
+  wsgi: dialer:app
+  env: {{LISTENER_PORT: "{port}"}}
+sandbox: {{allow: ["127.0.0.1:{port}"]}}
+expect: {{status: "<500"}}
+""",
+    )
+    try:
+        result = demo.runpytest("--incident=dialer", "-x")
+    finally:
+        held.close()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*database tap: *cannot reach 127.0.0.1:{port}*"])
+
+
 CRASHY_SERVER = """
 import http.server, os, sys
 

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
+import pytest
+
+from pytest_incident.runtime import replay as replay_module
 from pytest_incident.runtime.replay import IncidentReplay
+from pytest_incident.runtime.stubs.pgtap import PgTap
 from pytest_incident.spec import load_incident
 
 
 class Tap:
     """Stands in for a PgTap: its problems so far, oldest first."""
 
+    address = ("127.0.0.1", 40100)
+
     def __init__(self) -> None:
         self.found: list[str] = []
+        self.connected = 0
+
+    def wait_connected(self, count: int, timeout: float) -> int:
+        return self.connected
 
     def problems(self) -> list[str]:
         return list(self.found)
@@ -36,3 +47,42 @@ def test_tap_problems_are_taken_once_in_order(tmp_path: Path) -> None:
         "127.0.0.1:40004: the parser gave up",
     ]
     assert replay._take_tap_problems() == []
+
+
+def test_connects_the_sandbox_saw_but_no_tap_took_are_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "e.jsonl").write_text('{"format": "pytest-incident-spans", "version": 1}\n')
+    (tmp_path / "i.yaml").write_text(
+        "window: 2024-05-14T14:00:00Z .. 2024-05-14T14:30:00Z\nsource: e.jsonl\n"
+        "target: {command: 'x {port}'}\nsandbox: {allow: ['127.0.0.1:5432']}\n"
+    )
+    replay = IncidentReplay(load_incident(tmp_path / "i.yaml", {}), [], tmp_path, tmp_path)
+    tap = Tap()
+    replay.taps = {("127.0.0.1", 5432): tap}  # type: ignore[dict-item]
+    replay._tapped_connects["127.0.0.1:40100"] = 2
+    tap.connected = 1
+    assert replay._take_tap_problems() == [
+        "1 connection(s) to 127.0.0.1:5432 never reached the tap within "
+        f"{replay_module.TAP_CONNECT_WAIT_S:g}s; their writes are unknown"
+    ]
+    assert replay._take_tap_problems() == []  # reported once
+
+
+def test_a_tap_reports_a_refused_upstream_once_the_connection_is_taken() -> None:
+    """The client's connect returns before the tap has tried the upstream; after
+    wait_connected the problem is there (the race that let an item pass green)."""
+    held = socket.socket()  # bound, not listening: connects to it are refused
+    held.bind(("127.0.0.1", 0))
+    tap = PgTap(held.getsockname(), lambda mutations: None)
+    try:
+        for _ in range(3):
+            socket.create_connection(tap.address, timeout=2).close()
+        assert tap.wait_connected(3, 5.0) == 3
+        problems = tap.problems()
+        assert len(problems) == 3
+        assert all("cannot reach" in p and "refused" in p for p in problems)
+        assert tap.wait_connected(4, 0.05) == 3  # a fourth never came: the wait times out
+    finally:
+        tap.close()
+        held.close()

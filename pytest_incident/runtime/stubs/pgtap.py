@@ -145,6 +145,8 @@ class PgTap(LoopbackServer):
         self._lock = threading.Lock()
         self._pairs: list[_Pair] = []
         self._problems: list[str] = []
+        self._decided = 0  # connections whose upstream connect has succeeded or failed
+        self._decided_changed = threading.Condition(self._lock)
         super().__init__("incident-pgtap")
 
     # -- what the tap saw ----------------------------------------------------------------
@@ -170,6 +172,15 @@ class PgTap(LoopbackServer):
         with self._lock:
             return list(self._problems)
 
+    def wait_connected(self, count: int, timeout: float) -> int:
+        """Wait until `count` connections in all have reached the upstream or failed to
+        (their problems recorded); how many have. A client's connect returns once the
+        kernel queued it, before the tap takes it: this is what makes `problems()`
+        complete for the connections a sandbox saw made."""
+        with self._decided_changed:
+            self._decided_changed.wait_for(lambda: self._decided >= count, timeout)
+            return self._decided
+
     def _problem(self, pair: _Pair, text: str) -> None:
         with self._lock:
             self._problems.append(f"{pair.peer}: {text}")
@@ -183,7 +194,13 @@ class PgTap(LoopbackServer):
         with self._lock:
             self._pairs.append(pair)
         try:
-            if not self._connect(pair):
+            try:
+                connected = self._connect(pair)
+            finally:
+                with self._decided_changed:
+                    self._decided += 1
+                    self._decided_changed.notify_all()
+            if not connected:
                 return
             try:
                 back = self.spawn(lambda: self._relay(pair, self._server_to_client))
