@@ -110,6 +110,7 @@ class IncidentFile(pytest.File):
     def replay_environment(self) -> IncidentReplay:
         """The file's stubs and target, built by its first item (after that item's fixtures,
         so a fixture can prepare what the target needs) and reused by the others."""
+        from pytest_incident.runtime.network import Isolation
         from pytest_incident.runtime.replay import IncidentReplay, ReplayOptions
 
         if self.replay is None:
@@ -130,7 +131,10 @@ class IncidentFile(pytest.File):
                 [i.request for i in self.collect_items()],
                 rootdir=self.config.rootpath,
                 workdir=Path(self._tmp.name),
-                options=ReplayOptions(speed=self.config.stash[state_key].speed),
+                options=ReplayOptions(
+                    speed=self.config.stash[state_key].speed,
+                    isolation=Isolation(self.config.stash[state_key].isolation),
+                ),
                 normalizers=normalizers,
                 port_stubs=port_stubs,
             )
@@ -198,7 +202,10 @@ class IncidentItem(pytest.Function):
         from pytest_incident.snapshots import SNAPSHOT_FIXTURE, check_snapshot
 
         spec = self.incident_file.spec
-        result = self.incident_file.replay_environment().replay(self.request)
+        replay = self.incident_file.replay_environment()
+        result = replay.replay(self.request)
+        if replay.isolation_note:
+            self.user_properties.append((reporting.NOT_ISOLATED, replay.isolation_note))
         snapshot = None
         if spec.expect.mutations is MutationsMode.SNAPSHOT:
             log = SideEffectLog.of_result(result, spec.expect.normalize)

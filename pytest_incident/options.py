@@ -15,6 +15,7 @@ class IncidentState:
     request_ids: tuple[str, ...]
     speed: float
     dirs: tuple[Path, ...]
+    isolation: str = "auto"  # --incident-sandbox: runtime.network.Isolation's value
     selected: frozenset[Path] = frozenset()  # the files --incident named (resolved once)
 
 

@@ -45,6 +45,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="X",
         help="divide recorded upstream latencies by X (default 1; inf = no latency)",
     )
+    group.addoption(
+        "--incident-sandbox",
+        dest="incident_sandbox",
+        default="auto",
+        choices=["auto", "strict", "ptrace"],
+        help="how the target is kept off the network: auto (default) = a network namespace "
+        "of its own where the kernel allows one, else the tracer alone, said once; strict = "
+        "a namespace or no replay; ptrace = the tracer alone",
+    )
     parser.addini(
         "incident_dirs",
         type="args",
@@ -70,6 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
         names=tuple(config.getoption("incident_names")),
         request_ids=requests,
         speed=positive_speed(str(config.getoption("incident_speed"))),
+        isolation=str(config.getoption("incident_sandbox")),
         dirs=dirs,
     )
     config.stash[state_key] = state

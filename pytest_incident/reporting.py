@@ -14,6 +14,7 @@ INCIDENT = "incident"
 FAILED_BEFORE = "incident_failed_before"
 NOW = "incident_now"
 RESOLVED = "incident_resolved"
+NOT_ISOLATED = "incident_not_isolated"  # why the target shared the host's network
 
 
 @dataclass
@@ -30,6 +31,7 @@ class IncidentReporter:
 
     def __init__(self) -> None:
         self.summaries: dict[str, IncidentSummary] = {}
+        self.not_isolated: set[str] = set()  # why targets shared the host's network
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
@@ -37,6 +39,8 @@ class IncidentReporter:
             return
         if not (report.when == "call" or (report.when == "setup" and report.failed)):
             return
+        if props.get(NOT_ISOLATED):
+            self.not_isolated.add(str(props[NOT_ISOLATED]))
         summary = self.summaries.setdefault(str(props[INCIDENT]), IncidentSummary())
         summary.replayed += 1
         if report.passed:
@@ -52,6 +56,8 @@ class IncidentReporter:
         terminalreporter.section("incidents")
         for name, s in sorted(self.summaries.items()):
             terminalreporter.write_line(summary_line(name, s))
+        for reason in sorted(self.not_isolated):
+            terminalreporter.write_line(not_isolated_line(reason), red=True, bold=True)
 
 
 def summary_line(name: str, s: IncidentSummary) -> str:
@@ -61,3 +67,10 @@ def summary_line(name: str, s: IncidentSummary) -> str:
     if s.failing:
         line += f", {s.failing} still failing ({s.regressed} regressed)"
     return line
+
+
+def not_isolated_line(reason: str) -> str:
+    return (
+        f"sandbox: targets shared the host's network, kept off it by the tracer alone ({reason})"
+        "; --incident-sandbox=strict refuses to replay that way"
+    )

@@ -88,6 +88,10 @@ class TargetError(ReplayError):
     """The target could not be started or stopped answering."""
 
 
+class IsolationUnavailable(ReplayError):
+    """The kernel boundary the sandbox asks for (a network namespace) cannot be made here."""
+
+
 class ReplayFailure(IncidentError):
     """The replayed request did not meet the incident's expectations; `report` says how."""
 

@@ -19,12 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_incident.model.errors import TargetError
+from pytest_incident.runtime.network import HostNetwork, Network
 from pytest_incident.sandbox.events import SandboxEvent, parse_event
 from pytest_incident.sandbox.policy import SandboxPolicy
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def free_port(network: Network | None = None) -> int:
+    """A TCP port free on 127.0.0.1 of `network` (the host's by default)."""
+    network = network or HostNetwork()
+    with network.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
@@ -49,9 +52,16 @@ def describe_exit(code: int | None) -> str:
 
 
 class TargetProcess:
-    def __init__(self, launch: Launch, policy: SandboxPolicy | None, workdir: Path) -> None:
+    def __init__(
+        self,
+        launch: Launch,
+        policy: SandboxPolicy | None,
+        workdir: Path,
+        network: Network | None = None,
+    ) -> None:
         self.launch = launch
         self.policy = policy
+        self.network = network or HostNetwork()  # where the target listens
         self.workdir = workdir
         self.log_path = workdir / "target.log"
         self.events_path = workdir / "events.jsonl"
@@ -66,7 +76,9 @@ class TargetProcess:
     def start(self) -> None:
         self.starts += 1
         argv: Sequence[str] = self.launch.argv
+        pass_fds: list[int] = []
         if self.policy is not None:
+            join, pass_fds = self.network.tracer_args()
             policy_path = self.workdir / "policy.json"
             policy_path.write_text(self.policy.to_json())
             argv = [
@@ -77,6 +89,7 @@ class TargetProcess:
                 str(policy_path),
                 "--events",
                 str(self.events_path),
+                *join,
                 "--",
                 *argv,
             ]
@@ -92,6 +105,7 @@ class TargetProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=pass_fds,
             )
         self._wait_ready()
 
@@ -104,7 +118,9 @@ class TargetProcess:
                     f"listened on 127.0.0.1:{self.launch.port}"
                 )
             try:
-                with socket.create_connection(("127.0.0.1", self.launch.port), timeout=0.5):
+                with self.network.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                    probe.settimeout(0.5)
+                    probe.connect(("127.0.0.1", self.launch.port))
                     return
             except OSError:
                 time.sleep(0.02)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import os
+import socket
 import ssl
 import sys
 import threading
@@ -35,6 +36,8 @@ from pytest_incident.model.spec import (
     OutboundMode,
     ScheduledMode,
 )
+from pytest_incident.runtime.bridge import Bridge
+from pytest_incident.runtime.network import HostNetwork, Isolation, Network, open_network
 from pytest_incident.runtime.process import Launch, TargetProcess, describe_exit, free_port
 from pytest_incident.runtime.servers import PortStub
 from pytest_incident.runtime.stubs.dns import DnsStub
@@ -56,6 +59,7 @@ SKIP_REQUEST_HEADERS = {"host", "content-length", "transfer-encoding", "connecti
 class ReplayOptions:
     speed: float = 1.0  # recorded latencies are divided by this; inf = no latency
     sandboxed: bool = True  # False only for benchmarks: no tracer, env points at the stubs
+    isolation: Isolation = Isolation.AUTO  # the target's own network namespace, if possible
 
 
 SMTP_PORTS = (25, 587, 2525)  # plain, STARTTLS offered
@@ -123,6 +127,10 @@ class IncidentReplay:
         self.dns: DnsStub | None = None
         self.sink: DatagramSink | None = None
         self.process: TargetProcess | None = None
+        self.network: Network = HostNetwork()
+        self.bridges: list[Bridge] = []
+        # why the target shares the host's network ("" when it has its own), once started
+        self.isolation_note = ""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -133,7 +141,9 @@ class IncidentReplay:
             if self.dns is None:
                 self._start_stubs()
             if self.process is None:
-                self.process = TargetProcess(self._launch(), self._policy(), self.workdir)
+                self.process = TargetProcess(
+                    self._launch(), self._policy(), self.workdir, self.network
+                )
             if not self.process.alive():
                 self.process.stop()
                 self.process.start()
@@ -143,22 +153,31 @@ class IncidentReplay:
             raise
 
     def _start_stubs(self) -> None:
+        if self.options.sandboxed:
+            self.network, self.isolation_note = open_network(self.options.isolation)
+        inside = self.network.socket  # every stub listens where the target can reach it
         ca = self.ca = IncidentCA()
         for endpoint in self.endpoints:
             tls = ca.server_context(endpoint.host) if endpoint.scheme == "https" else None
-            self.stubs[endpoint] = HttpStub(endpoint, self.book, tls=tls)
+            self.stubs[endpoint] = HttpStub(endpoint, self.book, tls=tls, sockets=inside)
         if self.sandbox.email is EmailMode.STUB:
-            plain = SmtpStub(self.book, tls=self._any_host_tls())
+            plain = SmtpStub(self.book, tls=self._any_host_tls(), sockets=inside)
             self.smtp = {port: plain for port in SMTP_PORTS}
-            self.smtp[SMTPS_PORT] = SmtpStub(self.book, tls=self._any_host_tls(), implicit_tls=True)
+            self.smtp[SMTPS_PORT] = SmtpStub(
+                self.book, tls=self._any_host_tls(), implicit_tls=True, sockets=inside
+            )
         if self.queues:
-            self.jobs = JobQueueStub(self.book)
-        for live in sorted(self.allow):  # live, through a tap: database writes are logged
-            self.taps[live] = PgTap(live, self._on_mutations)
+            self.jobs = JobQueueStub(self.book, sockets=inside)
+        for live in sorted(self.allow):  # live, through a tap: accepts inside, connects out
+            self.taps[live] = PgTap(live, self._on_mutations, sockets=inside)
         if self.make_port_stubs is not None:
             self.port_stubs = dict(self.make_port_stubs(self.book))
-        self.dns = DnsStub(self.addresses)
-        self.sink = DatagramSink()
+            if self.network.isolated:  # a plugin's stub listens on the host: bridge to it
+                self.bridges = [
+                    Bridge(stub.address, sockets=inside) for stub in self.port_stubs.values()
+                ]
+        self.dns = DnsStub(self.addresses, sockets=inside)
+        self.sink = DatagramSink(sockets=inside)
 
     def _any_host_tls(self) -> ssl.SSLContext:
         """A server context that presents a certificate for whatever name the client asks
@@ -190,14 +209,22 @@ class IncidentReplay:
             dns=self.dns.address,
             sink=self.sink.address if self.sink else None,
             port_redirects={
-                port: stub.address for port, stub in (*self.smtp.items(), *self.port_stubs.items())
+                **{port: stub.address for port, stub in self.smtp.items()},
+                **self._port_stub_addresses(),
             },
             hostnames={ip: host for host, ip in self.addresses.items()},
         )
 
+    def _port_stub_addresses(self) -> dict[int, tuple[str, int]]:
+        """Where the target reaches each plugin port stub: through its bridge if any."""
+        if self.bridges:
+            ports = list(self.port_stubs)
+            return {port: bridge.address for port, bridge in zip(ports, self.bridges, strict=True)}
+        return {port: stub.address for port, stub in self.port_stubs.items()}
+
     def _launch(self) -> Launch:
         config = self.target
-        port = free_port()
+        port = free_port(self.network)
         if config.wsgi is not None:
             # run by path: the harness imports nothing of this package inside the target
             argv: tuple[str, ...] = (sys.executable, str(HARNESS), config.wsgi, "--port", str(port))
@@ -267,6 +294,9 @@ class IncidentReplay:
         if self.jobs is not None:
             self.jobs.close()
             self.jobs = None
+        for bridge in self.bridges:
+            bridge.close()
+        self.bridges.clear()
         for port_stub in self.port_stubs.values():
             port_stub.close()
         self.port_stubs.clear()
@@ -279,6 +309,8 @@ class IncidentReplay:
         if self.sink is not None:
             self.sink.close()
             self.sink = None
+        self.network.close()
+        self.network = HostNetwork()
 
     # -- one request -------------------------------------------------------------------
 
@@ -352,7 +384,7 @@ class IncidentReplay:
         return (*taken, *pending)
 
     def _send(self, request: RecordedRequest, port: int) -> tuple[int | None, bytes, str]:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=self.target.request_timeout_s)
+        conn = _Connection(self.network, "127.0.0.1", port, timeout=self.target.request_timeout_s)
         try:
             headers = {k: v for k, v in request.headers if k.lower() not in SKIP_REQUEST_HEADERS}
             body = request.body
@@ -406,6 +438,25 @@ class IncidentReplay:
             return []
         what = f"{dropped} datagram(s)"
         return [Effect(Outcome.BLOCKED, what, "dropped by the sandbox's sink", EffectKind.NETWORK)]
+
+
+class _Connection(http.client.HTTPConnection):
+    """An HTTP connection made on the target's side of the replay's network."""
+
+    def __init__(self, network: Network, host: str, port: int, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._network = network
+
+    def connect(self) -> None:
+        sock = self._network.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect((self.host, self.port))
+        except BaseException:
+            sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
 
 
 __all__ = [

@@ -24,6 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# Makes a socket of (family, type) where the target can reach it: `socket.socket` on the host,
+# or runtime.network's NamespaceNetwork.socket inside the target's own network namespace.
+SocketMaker = Callable[[int, int], socket.socket]
+
 LOOPBACK = "127.0.0.1"
 BACKLOG = 64
 JOIN_TIMEOUT_S = 2.0  # close() waits this long, in all, for the threads to end
@@ -61,13 +65,15 @@ class LoopbackServer:
     """A TCP server on 127.0.0.1: one thread accepts, one thread per connection runs
     `handle`. Subclasses set their state before calling `__init__`."""
 
-    def __init__(self, name: str, *, backlog: int = BACKLOG) -> None:
+    def __init__(
+        self, name: str, *, backlog: int = BACKLOG, sockets: SocketMaker = socket.socket
+    ) -> None:
         self.name = name  # the acceptor thread's name; connection threads add "-conn"
         self._registry_lock = threading.Lock()
         self._closing = False
         self._registry: dict[socket.socket, _Connection] = {}  # by the accepted socket
         self._threads: list[threading.Thread] = []  # pruned of ended ones as threads start
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener = sockets(socket.AF_INET, socket.SOCK_STREAM)
         try:
             self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self._listener.bind((LOOPBACK, 0))
@@ -193,11 +199,11 @@ class DatagramServer:
 
     max_datagram = 65536  # bytes read per datagram; the rest of a longer one is dropped
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, sockets: SocketMaker = socket.socket) -> None:
         self.name = name
         self._close_lock = threading.Lock()
         self._closed = False
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock = sockets(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self._sock.bind((LOOPBACK, 0))
         except BaseException:

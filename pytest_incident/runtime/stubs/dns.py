@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 from collections.abc import Mapping
 
 from pytest_incident.protocols.dns import TTL, DnsLookup, answer
-from pytest_incident.runtime.servers import DatagramServer
+from pytest_incident.runtime.servers import DatagramServer, SocketMaker
 
 __all__ = ["TTL", "UNRECORDED_NET", "DnsLookup", "DnsStub", "answer"]
 
@@ -28,13 +29,19 @@ class DnsStub(DatagramServer):
 
     max_datagram = 4096
 
-    def __init__(self, table: Mapping[str, str], resolve_unrecorded: bool = True) -> None:
+    def __init__(
+        self,
+        table: Mapping[str, str],
+        resolve_unrecorded: bool = True,
+        *,
+        sockets: SocketMaker = socket.socket,
+    ) -> None:
         self.table = {name.lower(): ip for name, ip in table.items()}
         self.resolve_unrecorded = resolve_unrecorded
         self.unrecorded: dict[str, str] = {}
         self.lookups: list[DnsLookup] = []
         self._lock = threading.Lock()
-        super().__init__("incident-dns")
+        super().__init__("incident-dns", sockets=sockets)
 
     def handle(self, data: bytes, peer: tuple[str, int]) -> bytes | None:
         reply, lookup = answer(data, self._lookup)

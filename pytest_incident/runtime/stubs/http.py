@@ -24,7 +24,7 @@ import h11
 
 from pytest_incident.core.book import ReplayBook, Reply
 from pytest_incident.core.matching import LiveRequest
-from pytest_incident.runtime.servers import LoopbackServer
+from pytest_incident.runtime.servers import LoopbackServer, SocketMaker
 
 HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
@@ -38,12 +38,17 @@ class Endpoint:
 
 class HttpStub(LoopbackServer):
     def __init__(
-        self, endpoint: Endpoint, book: ReplayBook, tls: ssl.SSLContext | None = None
+        self,
+        endpoint: Endpoint,
+        book: ReplayBook,
+        tls: ssl.SSLContext | None = None,
+        *,
+        sockets: SocketMaker = socket.socket,
     ) -> None:
         self.endpoint = endpoint
         self.book = book
         self.tls = tls
-        super().__init__(f"incident-http-{endpoint.host}")
+        super().__init__(f"incident-http-{endpoint.host}", sockets=sockets)
 
     def handle(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         try:

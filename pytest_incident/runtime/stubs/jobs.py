@@ -50,7 +50,7 @@ from pytest_incident.protocols.redis import (
     local_reply,
     without_auth,
 )
-from pytest_incident.runtime.servers import LoopbackServer
+from pytest_incident.runtime.servers import LoopbackServer, SocketMaker
 
 POLL_S = 0.05  # how often an idle connection looks for pushed (pub/sub) messages
 UNBLOCK_TRIES = 40  # close() unblocks blocked commands this often, POLL_S apart
@@ -84,13 +84,13 @@ UNMAPPED_CODES = {
 class JobQueueStub(LoopbackServer):
     """A Redis stand-in on 127.0.0.1 that records enqueues in `book` and dispatches nothing."""
 
-    def __init__(self, book: ReplayBook) -> None:
+    def __init__(self, book: ReplayBook, *, sockets: SocketMaker = socket.socket) -> None:
         self.book = book
         self._server = fakeredis.FakeServer(server_type="redis", version=SERVER_VERSION)
         self._lock = threading.Lock()
         self._client_ids: dict[socket.socket, int] = {}  # fakeredis's, to CLIENT UNBLOCK
         self._lookups: dict[int, fakeredis.FakeRedis] = {}
-        super().__init__("incident-jobs")
+        super().__init__("incident-jobs", sockets=sockets)
 
     def reset(self) -> None:
         """Forget every key (data otherwise persist between items, as in a real Redis)."""

@@ -42,7 +42,7 @@ from pytest_incident.protocols.postgres import (
     PgSession,
     refuse_encryption_reply,
 )
-from pytest_incident.runtime.servers import LoopbackServer
+from pytest_incident.runtime.servers import LoopbackServer, SocketMaker
 
 CONNECT_TIMEOUT_S = 5.0  # the upstream is on loopback: refused or accepted at once
 OPENER_WAIT_S = 1.0  # how long a partial first message may wait for the rest of it
@@ -131,6 +131,7 @@ class PgTap(LoopbackServer):
         on_mutations: Callable[[list[Mutation]], None],
         *,
         session: Callable[[], Session] = PgSession,
+        sockets: SocketMaker = socket.socket,
     ) -> None:
         host, port = upstream
         try:
@@ -147,7 +148,7 @@ class PgTap(LoopbackServer):
         self._problems: list[str] = []
         self._decided = 0  # connections whose upstream connect has succeeded or failed
         self._decided_changed = threading.Condition(self._lock)
-        super().__init__("incident-pgtap")
+        super().__init__("incident-pgtap", sockets=sockets)
 
     # -- what the tap saw ----------------------------------------------------------------
 

@@ -4,16 +4,17 @@
 # (runtime.servers.DatagramServer).
 from __future__ import annotations
 
+import socket
 import threading
 
-from pytest_incident.runtime.servers import DatagramServer
+from pytest_incident.runtime.servers import DatagramServer, SocketMaker
 
 
 class DatagramSink(DatagramServer):
-    def __init__(self) -> None:
+    def __init__(self, *, sockets: SocketMaker = socket.socket) -> None:
         self._lock = threading.Lock()
         self._count = 0
-        super().__init__("incident-sink")
+        super().__init__("incident-sink", sockets=sockets)
 
     def handle(self, data: bytes, peer: tuple[str, int]) -> bytes | None:
         with self._lock:

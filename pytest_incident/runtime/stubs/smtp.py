@@ -32,6 +32,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from pytest_incident.core.book import ReplayBook
 from pytest_incident.model.effects import Effect, Outcome
+from pytest_incident.runtime.servers import SocketMaker
 
 HOSTNAME = "pytest-incident.smtp.invalid"  # given so aiosmtpd does not call getfqdn()
 ACCEPTED = "250 OK: accepted by pytest-incident, not delivered"
@@ -136,6 +137,8 @@ class SmtpStub:
         book: ReplayBook,
         tls: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
+        *,
+        sockets: SocketMaker = socket.socket,
     ) -> None:
         logger = logging.getLogger("mail.log")
         if _QUIET_LOGIN_DATA not in logger.filters:
@@ -148,7 +151,7 @@ class SmtpStub:
         self.messages: list[SentMessage] = []
         self._lock = threading.Lock()
         self._sessions: set[_Session] = set()
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener = sockets(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(64)

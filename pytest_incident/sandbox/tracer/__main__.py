@@ -1,6 +1,9 @@
 # The tracer's command line. Run as its own process (the runtime and the tests do):
 #
-#     python -m pytest_incident.sandbox.tracer --policy P.json --events E.jsonl [--cwd D] -- argv...
+#     python -m pytest_incident.sandbox.tracer --policy P.json --events E.jsonl [--cwd D]
+#         [--netns-fd N [--userns-fd U]] -- argv...
+#
+# With --netns-fd the target joins that network namespace (sandbox/netns.py) before it execs.
 #
 # Exit status: the target's (128 + signal when a signal killed it); 125 when the sandbox
 # cannot run here or the parent is already gone.
@@ -33,6 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--policy", required=True, type=Path, help="SandboxPolicy JSON file")
     parser.add_argument("--events", required=True, type=Path, help="events file (appended)")
     parser.add_argument("--cwd", default=None)
+    parser.add_argument(
+        "--netns-fd", type=int, default=None, help="join this network namespace (a descriptor)"
+    )
+    parser.add_argument(
+        "--userns-fd", type=int, default=None, help="join this user namespace first"
+    )
     parser.add_argument("command", nargs="+")
     args = parser.parse_args(argv)
     reason = seccomp.supported()
@@ -55,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        tracer.spawn(args.command, dict(os.environ), args.cwd)
+        namespaces = None if args.netns_fd is None else (args.netns_fd, args.userns_fd)
+        tracer.spawn(args.command, dict(os.environ), args.cwd, namespaces)
         return tracer.run()
     finally:
         tracer.kill_all()

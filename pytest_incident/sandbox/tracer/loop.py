@@ -2,9 +2,10 @@
 # hands every trapped call to the handler registered for it (handlers.py), applying a
 # SandboxPolicy at each.
 #
-# Strategy: fork; the child asks to be traced, stops itself so options are set before it
-# runs anything, sets no_new_privs, installs the filter and execs. The tracer then waits on
-# every tracee with one `waitpid(-1, __WALL)` loop and only ever sees seccomp stops for the
+# Strategy: fork; the child joins the target's network namespace (when given one), closes
+# every inherited descriptor but stdio, asks to be traced, stops itself so options are set
+# before it runs anything, sets no_new_privs, installs the filter and execs. The tracer then
+# waits on every tracee with one `waitpid(-1, __WALL)` loop and only ever sees seccomp stops for the
 # calls the filter traps (plus clone/exec events and signals): everything else runs
 # natively, and a tracee is resumed with PTRACE_CONT unless a handler asked to see the
 # call's exit (PTRACE_SYSCALL), whose stop goes to the pending continuation.
@@ -28,7 +29,7 @@ from pathlib import Path
 from ptrace.binding import func as pt
 from ptrace.error import PtraceError
 
-from pytest_incident.sandbox import seccomp
+from pytest_incident.sandbox import netns, seccomp
 from pytest_incident.sandbox.events import ExitEvent, SandboxEvent, to_json
 from pytest_incident.sandbox.policy import SandboxPolicy
 from pytest_incident.sandbox.tracer.handlers import HANDLERS, Context, Handler
@@ -88,11 +89,23 @@ class Tracer:
 
     # -- start -------------------------------------------------------------------------
 
-    def spawn(self, argv: Sequence[str], env: dict[str, str], cwd: str | None) -> int:
+    def spawn(
+        self,
+        argv: Sequence[str],
+        env: dict[str, str],
+        cwd: str | None,
+        namespaces: tuple[int, int | None] | None = None,
+    ) -> int:
+        """Start the target: `namespaces` (network, user descriptors) to join first."""
         program = seccomp.build_program()
+        open_max = max(os.sysconf("SC_OPEN_MAX"), 1024)
         pid = os.fork()
         if pid == 0:  # the future target
             try:
+                if namespaces is not None:
+                    netns.enter(*namespaces)
+                # the target inherits stdio only: not the events log, not a namespace
+                os.closerange(3, open_max)
                 if cwd:
                     os.chdir(cwd)
                 pt.ptrace_traceme()

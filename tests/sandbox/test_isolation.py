@@ -1,0 +1,184 @@
+"""The kernel boundary: a target in a network namespace of its own reaches nothing outside,
+whatever the tracer lets through or loses a race on.
+
+Each test runs inside a network namespace it creates (`unshare -n`, only `lo`), with
+documentation-range addresses (198.51.100.7, 2001:db8::7) on that `lo` as "the outside" and a
+loopback listener standing for a host service; escape_harness.py counts what reaches them.
+Every hostile program is also run bare, to show it really does reach them when unconfined.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HARNESS = Path(__file__).with_name("escape_harness.py")
+
+
+def _namespaces_missing() -> str:
+    if sys.platform != "linux":
+        return "the sandbox needs Linux"
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return "needs unshare(1) and ip(8)"
+    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"network namespaces are not available here: {probe.stderr.strip()}"
+    return ""
+
+
+pytestmark = pytest.mark.skipif(bool(_namespaces_missing()), reason=_namespaces_missing())
+
+
+def run_escape(tmp_path: Path, program: str, mode: str, allow_host: bool = False) -> Any:
+    path = tmp_path / "hostile.py"
+    path.write_text(textwrap.dedent(program))
+    argv = ["unshare", "-rn", sys.executable, str(HARNESS), mode, str(path), str(int(allow_host))]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+HOST_SERVICE = """
+import os, socket
+try:
+    socket.create_connection(("127.0.0.1", int(os.environ["HOST_PORT"])), timeout=2).close()
+    print("connected")
+except OSError as exc:
+    print("failed", exc.errno)
+"""
+
+
+def test_a_connect_the_tracer_lets_through_reaches_nothing_outside(tmp_path: Path) -> None:
+    """The policy allows 127.0.0.1:HOST_PORT, so the tracer passes the call unchanged; in its
+    own namespace the target's 127.0.0.1 is its own loopback, where nothing listens."""
+    result = run_escape(tmp_path, HOST_SERVICE, "netns", allow_host=True)
+    assert result["hits"] == [], result
+    assert result["stdout"].startswith("failed"), result
+
+
+def test_the_same_connect_reaches_the_host_service_without_a_namespace(tmp_path: Path) -> None:
+    """The twin: with the tracer alone, the allowed call does arrive (the harness sees it)."""
+    result = run_escape(tmp_path, HOST_SERVICE, "ptrace", allow_host=True)
+    assert result["hits"] == ["tcp 127.0.0.1"], result
+
+
+# A thread with a descriptor table of its own: the number the tracer looks up in the
+# leader's table is a unix socket there, an internet socket in the thread's. TCP and UDP,
+# v4 and v6, connect/sendto/sendmsg; 200 rounds.
+FD_TABLE_SPLIT = """
+import ctypes, os, socket, threading
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_FILES = 0x400
+out4, out6, port = os.environ["OUT4"], os.environ["OUT6"], int(os.environ["OUT_PORT"])
+
+def attempt(family, kind, how, number):
+    def thread():
+        libc.unshare(CLONE_FILES)
+        inet = socket.socket(family, kind)
+        os.dup2(inet.fileno(), number)
+        sock = socket.socket(fileno=number)
+        sock.settimeout(0.5)
+        dest = (out4 if family == socket.AF_INET else out6, port)
+        try:
+            if how == "connect":
+                sock.connect(dest)
+            elif how == "sendto":
+                sock.sendto(b"x", dest)
+            else:
+                sock.sendmsg([b"x"], [], 0, dest)
+        except OSError:
+            pass
+    t = threading.Thread(target=thread)
+    t.start()
+    t.join()
+
+for round in range(25):
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for kind, hows in ((socket.SOCK_STREAM, ("connect",)),
+                           (socket.SOCK_DGRAM, ("connect", "sendto", "sendmsg"))):
+            for how in hows:
+                a, b = socket.socketpair()
+                attempt(family, kind, how, a.fileno())
+                a.close(); b.close()
+print("done")
+"""
+
+# Another thread swaps an internet socket in and out under the number being connected.
+DUP2_RACE = """
+import ctypes, os, socket, struct, threading
+libc = ctypes.CDLL(None, use_errno=True)
+out4, port = os.environ["OUT4"], int(os.environ["OUT_PORT"])
+addr = (struct.pack("<H", socket.AF_INET) + struct.pack(">H", port)
+        + socket.inet_aton(out4) + bytes(8))
+unix_a, unix_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+stop = threading.Event()
+def swap(number, inet):
+    while not stop.is_set():
+        os.dup2(inet, number)
+        os.dup2(unix_a.fileno(), number)
+target = os.dup(unix_a.fileno())
+for round in range(300):
+    inet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stop.clear()
+    t = threading.Thread(target=swap, args=(target, inet.fileno()), daemon=True)
+    t.start()
+    for _ in range(5):
+        libc.sendto(target, b"x", 1, 0, addr, len(addr))
+    stop.set()
+    t.join()
+    inet.close()
+print("done")
+"""
+
+# A sendmsg header with no address, which a sibling process (no GIL between them) fills in and
+# clears again while the call is checked: the header lives in shared memory.
+MSGHDR_RACE = """
+import ctypes, mmap, os, signal, socket, struct
+libc = ctypes.CDLL(None, use_errno=True)
+out4, port = os.environ["OUT4"], int(os.environ["OUT_PORT"])
+shared = mmap.mmap(-1, 4096, mmap.MAP_SHARED)
+base = ctypes.addressof(ctypes.c_char.from_buffer(shared))
+NAME, IOV, ADDR, DATA = 0, 64, 128, 192
+shared[ADDR:ADDR + 16] = (struct.pack("<H", socket.AF_INET) + struct.pack(">H", port)
+                          + socket.inet_aton(out4) + bytes(8))
+shared[DATA:DATA + 1] = b"x"
+shared[IOV:IOV + 16] = struct.pack("QQ", base + DATA, 1)
+# msghdr: name, namelen, iov, iovlen, control, controllen, flags
+empty = struct.pack("QIxxxxQQQQixxxx", 0, 0, base + IOV, 1, 0, 0, 0)
+named = struct.pack("QIxxxxQQQQixxxx", base + ADDR, 16, base + IOV, 1, 0, 0, 0)
+shared[NAME:NAME + 56] = empty
+child = os.fork()
+if child == 0:
+    while True:
+        shared[NAME:NAME + 12] = named[:12]
+        shared[NAME:NAME + 12] = empty[:12]
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(3000):
+    libc.sendmsg(sock.fileno(), ctypes.c_void_p(base + NAME), 0)
+os.kill(child, signal.SIGKILL)
+os.waitpid(child, 0)
+print("done")
+"""
+
+HOSTILE = {"fd-table-split": FD_TABLE_SPLIT, "dup2-race": DUP2_RACE, "msghdr-race": MSGHDR_RACE}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_programs_reach_nothing_outside_the_namespace(tmp_path: Path, name: str) -> None:
+    result = run_escape(tmp_path, HOSTILE[name], "netns")
+    assert result["count"] == 0, result
+    assert "done" in result["stdout"], result  # it ran to the end, every attempt made
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_programs_do_get_out_when_unconfined(tmp_path: Path, name: str) -> None:
+    """The twin: run bare, each program reaches the outside, so a zero above means contained."""
+    result = run_escape(tmp_path, HOSTILE[name], "bare")
+    assert result["count"] > 0, result
