@@ -7,7 +7,8 @@
 # the kernel reads an AF_UNSPEC address on an internet socket's send as IPv4, so such sends
 # are refused; local sockets (unix, netlink) pass; datagrams to loopback ports not allowed go
 # to a sink that drops them (local agents such as statsd forward off the machine);
-# everything else not served or allowed is refused; all of it is reported.
+# everything else not served or allowed is refused; all of it is reported. The unspecified
+# addresses 0.0.0.0 and :: are decided as the local host they stand for.
 from __future__ import annotations
 
 import enum
@@ -30,6 +31,7 @@ from pytest_incident.sandbox.sockaddr import (
 
 SOCK_DGRAM = socket.SOCK_DGRAM
 DNS_PORT = 53
+UNSPECIFIED_IS_LOCAL = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 # Daemons that answer name lookups for glibc's NSS modules (resolve, nscd, mdns) and would
 # query real DNS: refused, so lookups fall through to `dns`, which the DNS stub answers.
 RESOLVER_SOCKETS = frozenset(
@@ -138,7 +140,11 @@ class SandboxPolicy:
         return frozenset(own)
 
     def _decide_inet(self, sock: Socket, addr: SockAddr, send: bool) -> Decision:
-        ip, port = addr.ip, addr.port
+        port = addr.port
+        # 0.0.0.0 and :: as a destination are the local host (Linux connects them to
+        # loopback): decided as 127.0.0.1 and ::1, so an allowed or served port is reached
+        ip = UNSPECIFIED_IS_LOCAL.get(addr.ip, addr.ip)
+        loopback = addr.is_loopback or ip != addr.ip
         host = self.hostnames.get(ip, "")
         dgram = sock.type == SOCK_DGRAM
         if (ip, port) in self.own_endpoints:
@@ -154,7 +160,7 @@ class SandboxPolicy:
                 to=self.redirects[(ip, port)],
                 host=host,
             )
-        if (ip, port) in self.allow and addr.is_loopback:
+        if (ip, port) in self.allow and loopback:
             return Decision(Action.ALLOW, "in sandbox.allow")
         if not dgram and port in self.port_redirects:
             return Decision(
@@ -163,7 +169,7 @@ class SandboxPolicy:
                 to=self.port_redirects[port],
                 host=host,
             )
-        if dgram and addr.is_loopback and self.sink is not None:
+        if dgram and loopback and self.sink is not None:
             # Connecting a datagram socket sends nothing (getaddrinfo's address sorting does
             # it for every candidate: those are not reported); what is sent goes to the sink.
             return Decision(
@@ -183,7 +189,7 @@ class SandboxPolicy:
             )
         where = (
             "not in sandbox.allow"
-            if addr.is_loopback
+            if loopback
             else "not a loopback address; nothing leaves the machine"
         )
         return Decision(Action.REFUSE, where, errno=refused)

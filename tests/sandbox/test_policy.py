@@ -349,3 +349,23 @@ def test_port_redirects_round_trip_and_must_be_loopback() -> None:
     assert SandboxPolicy.from_json(p.to_json()) == p
     with pytest.raises(ValueError, match="not a loopback address"):
         SandboxPolicy(port_redirects={587: (FAR_NAMESERVER, 25)})
+
+
+@pytest.mark.parametrize(
+    ("family", "unspecified"),
+    [(AF_INET, "0.0.0.0"), (AF_INET6, "::"), (AF_INET6, "::ffff:0.0.0.0")],
+)
+def test_the_unspecified_address_is_the_local_host(family: int, unspecified: str) -> None:
+    """Linux connects 0.0.0.0 and :: to loopback: an allowed port there is allowed, a port
+    served by a stub is served, and anything else is refused as on 127.0.0.1."""
+    p = SandboxPolicy(
+        redirects={("127.0.0.1", 6000): STUB, ("::1", 6000): STUB},
+        allow=frozenset({DB, ("::1", 5432)}),
+    )
+    allowed = decide(p, STREAM, SockAddr(family, unspecified, 5432))
+    assert allowed.action is Action.ALLOW
+    assert allowed.reason == "in sandbox.allow"
+    served = decide(p, STREAM, SockAddr(family, unspecified, 6000))
+    assert (served.action, served.to) == (Action.REDIRECT, STUB)
+    other = decide(p, STREAM, SockAddr(family, unspecified, 5433))
+    assert (other.action, other.reason) == (Action.REFUSE, "not in sandbox.allow")

@@ -512,7 +512,9 @@ def test_message_headers_are_copied_not_rewritten(tmp_path: Path) -> None:
 def test_sendmmsg_sends_only_the_messages_that_were_checked(
     tmp_path: Path, udp_listener: socket.socket
 ) -> None:
-    """A long vector whose first 64 messages are plain cannot slip an address in at 65."""
+    """A long vector whose first messages are plain cannot slip an address in later: only
+    messages that were checked and copied are sent (as many as the scratch area holds, at
+    most 64), and sendmmsg says how many went."""
     port = port_of(udp_listener)
     proc, _ = run_traced(
         tmp_path,
@@ -529,7 +531,7 @@ def test_sendmmsg_sends_only_the_messages_that_were_checked(
         print(libc.sendmmsg(s.fileno(), vec, 70, 0))
         """,
     )
-    assert proc.stdout.strip() == "64", proc.stderr
+    assert 1 <= int(proc.stdout.strip()) <= 64, proc.stderr
 
 
 def test_a_call_restarted_after_a_signal_reads_the_callers_own_buffers(tmp_path: Path) -> None:

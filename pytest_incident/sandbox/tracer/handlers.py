@@ -5,8 +5,9 @@
 # Strategy: a decision is applied by rewriting the address in a scratch area below the red
 # zone (redirect) or by skipping the call with orig_rax = -1 and rax = -errno (refuse);
 # refused calls never reach the kernel. Whatever the kernel reads after the tracee resumes
-# (an address, a msghdr, control data) is a private copy of what was checked, so a buffer
-# another thread reuses cannot change it between the check and the call; the caller's
+# (an address, every msghdr of an internet socket, control data) is a private copy of what
+# was checked, so a buffer another thread reuses cannot change it between the check and the
+# call, and a call for which no copy can be made is refused, never passed through; the caller's
 # registers are put back at the call's exit (PendingRestore). Datagram sockets redirected
 # to a stub get the original peer written back into recvfrom's source address
 # (PendingRecv), so resolvers that check who answered accept the stub's reply. sendmmsg
@@ -220,12 +221,13 @@ def _on_address(
             setregs(pid, regs)
         except OSError:
             # No page below the red zone: /proc/PID/mem does not grow a stack, and this
-            # call sits at the bottom of one. Rare; fail safe rather than copy.
-            if decision.action is Action.DISCARD:
-                refuse(pid, regs, errno.ENETUNREACH)  # resolvers tolerate it
-                return
-            if decision.action is Action.REDIRECT:
-                ctx.tracees.write(pid, ptr, new[: len(raw)])  # a stream connect's own buffer
+            # call sits at the bottom of one. Rare; without a private copy the kernel would
+            # read a buffer another thread can still change, so the call is refused.
+            for reg, value in restore.items():
+                setattr(regs, reg, value)
+            discard = decision.action is Action.DISCARD
+            refuse(pid, regs, errno.ENETUNREACH if discard else errno.ENOBUFS)
+            return
         else:
             if decision.action is Action.REDIRECT and decision.to and sock.type == SOCK_DGRAM:
                 ctx.redirected_dgram[(ctx.tracees.tgid(pid), fd)] = (addr, decision.to)
@@ -305,9 +307,8 @@ def on_sendto(ctx: Context, pid: int, regs: Registers) -> None:
 @register("sendmsg")
 def on_sendmsg(ctx: Context, pid: int, regs: Registers) -> None:
     header = MsgHdr.unpack(ctx.tracees.read(pid, regs.rsi, MSGHDR.size))
-    if header.plain:
-        resume(pid)
-        return
+    # even a header with no address: the kernel must read the copy that was checked, not
+    # the caller's, which another thread could give an address after the check
     sock = _inet_sender(ctx, pid, regs)
     if sock is None:
         return
@@ -330,15 +331,6 @@ def on_sendmmsg(ctx: Context, pid: int, regs: Registers) -> None:
     raw = ctx.tracees.read(pid, regs.rsi, count * MMSGHDR_SIZE)
     headers = [MsgHdr.unpack(raw[i * MMSGHDR_SIZE :]) for i in range(count)]
     restore = {"rsi": regs.rsi, "rdx": regs.rdx}
-    if all(h.plain for h in headers):
-        if regs.rdx == count:
-            resume(pid)
-            return
-        regs.rdx = count  # only what was checked may be sent
-        setregs(pid, regs)
-        ctx.pending[pid] = PendingRestore(restore)
-        resume_to_exit(pid)
-        return
     sock = _inet_sender(ctx, pid, regs)
     if sock is None:
         return

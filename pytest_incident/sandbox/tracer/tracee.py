@@ -123,12 +123,10 @@ class Tracees:
         """Drop what is held for a tracee that is gone; True when it led its thread group
         (whose pidfd is then closed)."""
         self.close_mem(pid)
-        if self.tgids.pop(pid, None) == pid:
-            fd = self.pidfds.pop(pid, None)
-            if fd is not None:
-                os.close(fd)
-            return True
-        return False
+        fd = self.pidfds.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
+        return self.tgids.pop(pid, None) == pid
 
     def tgid(self, pid: int) -> int:
         """The thread group of a tracee, read once from /proc (a clone may or may not have
@@ -143,14 +141,26 @@ class Tracees:
             self.tgids[pid] = tgid = tgid or pid
         return tgid
 
+    def _pidfd(self, pid: int) -> int:
+        """A pidfd for the thread itself (PIDFD_THREAD), so that its descriptors are looked
+        up in its own table: a thread that unshared CLONE_FILES has one apart from its
+        leader's. Kernels before 6.9 know only the thread group's: its leader's table."""
+        pidfd = self.pidfds.get(pid)
+        if pidfd is None:
+            try:
+                pidfd = os.pidfd_open(pid, PIDFD_THREAD)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                pidfd = os.pidfd_open(self.tgid(pid))
+            self.pidfds[pid] = pidfd
+        return pidfd
+
     def sock_info(self, pid: int, fd: int) -> tuple[int, int] | None:
-        """(SO_DOMAIN, SO_TYPE) of the tracee's descriptor through pidfd_getfd; None when fd
-        is not open in the tracee; (0, 0) when descriptors cannot be inspected here."""
-        tgid = self.tgid(pid)
+        """(SO_DOMAIN, SO_TYPE) of the calling thread's descriptor through pidfd_getfd;
+        None when fd is not open there; (0, 0) when descriptors cannot be inspected here."""
         try:
-            pidfd = self.pidfds.get(tgid)
-            if pidfd is None:
-                pidfd = self.pidfds[tgid] = os.pidfd_open(tgid)
+            pidfd = self._pidfd(pid)
         except OSError:
             return (0, 0)
         copy = self.libc.syscall(SYS_PIDFD_GETFD, pidfd, int(fd), 0)
