@@ -15,6 +15,10 @@
 #    allows, and K connects the policy refuses; bare, under the tracer, and under the tracer
 #    with tracer and child pinned to one CPU (to show what cross-CPU wake-ups cost).
 #
+# 3. The cost of the kernel boundary: the same sandboxed replay with the target in a network
+#    namespace of its own (--incident-sandbox=strict) and with the tracer alone (=ptrace):
+#    start-up (keeper + namespace + stubs inside + target) and the speed=inf replay.
+#
 # Prints tables and a final "ratios:" block. No asserts on time: numbers are for reading.
 # Network: everything is 127.0.0.1; the bare target only gets stub URLs (checked first).
 from __future__ import annotations
@@ -42,6 +46,7 @@ from pytest_incident.model.effects import Outcome  # noqa: E402
 from pytest_incident.model.recorded import RecordedRequest  # noqa: E402
 from pytest_incident.model.spec import IncidentSpec  # noqa: E402
 from pytest_incident.runtime.database import PostgresServer, TemplateDatabase  # noqa: E402
+from pytest_incident.runtime.network import Isolation  # noqa: E402
 from pytest_incident.runtime.process import free_port  # noqa: E402
 from pytest_incident.runtime.replay import IncidentReplay, ReplayOptions  # noqa: E402
 from pytest_incident.sandbox.policy import SandboxPolicy  # noqa: E402
@@ -80,6 +85,7 @@ def make_replay(
     workdir: Path,
     speed: float,
     sandboxed: bool,
+    isolation: Isolation = Isolation.AUTO,
 ) -> IncidentReplay:
     target = spec.target
     replay = IncidentReplay(
@@ -87,7 +93,7 @@ def make_replay(
         requests,
         rootdir=ROOT,
         workdir=workdir,
-        options=ReplayOptions(speed=speed, sandboxed=sandboxed),
+        options=ReplayOptions(speed=speed, sandboxed=sandboxed, isolation=isolation),
     )
     if not sandboxed:
         check_bare_stays_local(replay, target.env)
@@ -275,6 +281,35 @@ def bench_startup(
     return times
 
 
+def bench_isolation(
+    spec: IncidentSpec, requests: list[RecordedRequest], fast: list[RecordedRequest],
+    rounds: int, tmp: Path,
+) -> dict[str, dict[str, list[float]]]:  # fmt: skip
+    """Per mode: start-up seconds and speed=inf replay seconds (all `fast` requests)."""
+    modes = {"namespace": Isolation.STRICT, "ptrace": Isolation.PTRACE}
+    times: dict[str, dict[str, list[float]]] = {m: {"start": [], "replay": []} for m in modes}
+    for n in range(rounds + 1):  # round 0 warms up
+        for name in modes if n % 2 == 0 else list(modes)[::-1]:
+            restore_demo_database()
+            replay = make_replay(
+                spec, requests, tmp / f"iso{n}-{name}", float("inf"), True, modes[name]
+            )
+            try:
+                t0 = time.perf_counter()
+                replay.start()
+                started = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                for request in fast:
+                    replay.replay(request)
+                replayed = time.perf_counter() - t0
+            finally:
+                replay.close()
+            if n:
+                times[name]["start"].append(started)
+                times[name]["replay"].append(replayed)
+    return times
+
+
 # --- 2. syscall micro-benchmark ---------------------------------------------------------
 
 CHILD = textwrap.dedent("""\
@@ -447,6 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         earlier = {name: [s.start_s for s in (*a, *b) if s.name == name] for name in SIDES}
         starts = bench_startup(spec, requests, args.start_rounds, tmp, earlier)
         micro = bench_syscalls(micro_reps, args.connects, args.loop, tmp)
+        iso = bench_isolation(spec, requests, fast, max(3, args.rounds // 3), tmp)
 
     s_start, b_start = median(starts["sandboxed"]), median(starts["bare"])
     print(
@@ -492,6 +528,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     refused_extra = (med["sandboxed"]["refused_s"] - med["bare"]["refused_s"]) / k * 1e6
     calls = sum(len(r.outbound) for r in fast)
     per_call = (a_tot["sandboxed"] - a_tot["bare"]) / calls * 1e3 if calls else float("nan")
+    ns_start, pt_start = median(iso["namespace"]["start"]), median(iso["ptrace"]["start"])
+    ns_replay, pt_replay = median(iso["namespace"]["replay"]), median(iso["ptrace"]["replay"])
+    print(
+        f"\n3. the kernel boundary: target in its own network namespace vs the tracer alone, "
+        f"{len(iso['namespace']['start'])} rounds per side (medians)"
+    )
+    print(
+        f"  start-up   namespace {ns_start * 1e3:7.1f} ms   ptrace {pt_start * 1e3:7.1f} ms   "
+        f"ratio {ratio(ns_start, pt_start)}   ({(ns_start - pt_start) * 1e3:+.1f} ms)"
+    )
+    per_request = (ns_replay - pt_replay) / len(fast) * 1e3 if fast else float("nan")
+    print(
+        f"  replay     namespace {ns_replay * 1e3:7.1f} ms   ptrace {pt_replay * 1e3:7.1f} ms   "
+        f"ratio {ratio(ns_replay, pt_replay)}   ({per_request:+.2f} ms per request)"
+    )
+
     print("\nratios: (sandboxed / bare)")
     print(
         f"  replay speed=inf, no-timeout requests, total  "
