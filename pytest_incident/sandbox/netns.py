@@ -27,6 +27,11 @@ import sys
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNS = 0x00020000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x4000, 0x40000
+READ_ONLY_IN_PROC = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
 PR_SET_PDEATHSIG = 1
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -72,10 +77,46 @@ def loopback_up() -> None:
 def enter(netns_fd: int, userns_fd: int | None = None) -> None:
     """Join the keeper's namespaces (user first, when it has one). In a single-threaded
     process: the tracer's child, before it execs the target."""
-    libc = _libc()
     if userns_fd is not None:
-        _check(libc.setns(userns_fd, CLONE_NEWUSER), "setns(user namespace)")
-    _check(libc.setns(netns_fd, CLONE_NEWNET), "setns(network namespace)")
+        enter_user(userns_fd)
+    _check(_libc().setns(netns_fd, CLONE_NEWNET), "setns(network namespace)")
+
+
+def enter_user(userns_fd: int) -> None:
+    """Join the keeper's user namespace (a single-threaded process: the tracer, at start,
+    so that it may make the target's PID namespace there)."""
+    _check(_libc().setns(userns_fd, CLONE_NEWUSER), "setns(user namespace)")
+
+
+def unshare_pid() -> None:
+    """This process's next child is PID 1 of a new PID namespace: it and everything it
+    starts see no other process, and all of them die with it."""
+    _check(_libc().unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+
+
+def private_proc() -> list[str]:
+    """In a mount namespace of this process's own: a /proc of its PID namespace (no other
+    process's entries, so not pytest's environment either) whose kernel tunables are
+    read-only. What could not be done, as messages (the target still runs)."""
+    libc = _libc()
+    _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "making / private")
+    problems: list[str] = []
+    locked = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    if libc.mount(b"proc", b"/proc", b"proc", locked, None) != 0:
+        errno = ctypes.get_errno()
+        problems.append(f"/proc not remounted ({os.strerror(errno)}): other processes show")
+    for path in READ_ONLY_IN_PROC:
+        if not os.path.exists(path):
+            continue
+        target = path.encode()
+        if (
+            libc.mount(target, target, None, MS_BIND | MS_REC, None) != 0
+            or libc.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | locked, None) != 0
+        ):
+            errno = ctypes.get_errno()
+            problems.append(f"{path} not made read-only ({os.strerror(errno)})")
+    return problems
 
 
 def keep(control: socket.socket) -> int:

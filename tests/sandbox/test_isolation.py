@@ -10,6 +10,7 @@ Every hostile program is also run bare, to show it really does reach them when u
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -197,3 +198,114 @@ def test_hostile_programs_do_get_out_when_unconfined(tmp_path: Path, name: str) 
     """The twin: run bare, each program reaches the outside, so a zero above means contained."""
     result = run_escape(tmp_path, HOSTILE[name], "bare")
     assert result["count"] > 0, result
+
+
+# --- what the target sees of the machine --------------------------------------------------
+
+
+def run_isolated(
+    tmp_path: Path, code: str, isolated: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`python -c code` under the tracer, in its own namespaces (or the tracer alone)."""
+    from pytest_incident.runtime.network import HostNetwork, NamespaceNetwork, Network
+    from pytest_incident.sandbox.policy import SandboxPolicy
+
+    network: Network = NamespaceNetwork() if isolated else HostNetwork()
+    try:
+        (tmp_path / "policy.json").write_text(SandboxPolicy().to_json())
+        join, fds = network.tracer_args()
+        argv = [
+            sys.executable, "-m", "pytest_incident.sandbox.tracer",
+            "--policy", str(tmp_path / "policy.json"), "--events", str(tmp_path / "events.jsonl"),
+            *join, "--", sys.executable, "-c", textwrap.dedent(code),
+        ]  # fmt: skip
+        return subprocess.run(argv, pass_fds=fds, capture_output=True, text=True, timeout=60)
+    finally:
+        network.close()
+
+
+SEES = """
+import json, os
+print(json.dumps({
+    "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    "fds": sorted(int(f) for f in os.listdir("/proc/self/fd")),
+    "pytest": os.path.exists("/proc/%d" % int(os.environ["PYTEST_PID"])),
+}))
+"""
+
+
+def test_the_target_sees_no_other_process_and_inherits_only_stdio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTEST_PID", str(os.getpid()))
+    held = os.open(os.devnull, os.O_RDONLY)  # inheritable, as a careless parent might leave
+    os.set_inheritable(held, True)
+    try:
+        proc = run_isolated(tmp_path, SEES)
+    finally:
+        os.close(held)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen["pids"] == [1, 2]  # its init and itself
+    assert seen["pytest"] is False
+    assert seen["fds"][:3] == [0, 1, 2] and len(seen["fds"]) == 4  # + listdir's own
+
+
+def test_with_the_tracer_alone_the_target_sees_pytest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The twin: without the namespaces, pytest's process is right there in /proc."""
+    monkeypatch.setenv("PYTEST_PID", str(os.getpid()))
+    proc = run_isolated(tmp_path, SEES, isolated=False)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen["pytest"] is True
+    assert len(seen["pids"]) > 2
+
+
+def test_kernel_tunables_are_read_only(tmp_path: Path) -> None:
+    proc = run_isolated(
+        tmp_path,
+        """
+        import errno
+        for path in ("/proc/sys/kernel/core_pattern", "/proc/sys/net/ipv4/ip_forward",
+                     "/proc/sysrq-trigger"):
+            try:
+                with open(path, "w") as handle:
+                    handle.write("")
+                print("wrote", path)
+            except OSError as exc:
+                print(errno.errorcode[exc.errno])
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" not in proc.stdout, proc.stdout
+    assert set(proc.stdout.split()) <= {"EROFS", "EACCES", "EPERM", "ENOENT"}, proc.stdout
+
+
+ORPHAN = """
+import subprocess, sys
+subprocess.Popen([sys.executable, "-c",
+                  "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                  "time.sleep(60)", "{marker}"], start_new_session=True,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print("started")
+"""
+
+
+def test_nothing_the_target_started_outlives_it(tmp_path: Path) -> None:
+    """A daemon in its own session that ignores SIGTERM: gone with the target, because the
+    target's PID namespace ends with it. (Run bare, the same daemon stays.)"""
+    marker = f"incident-orphan-{os.getpid()}-{tmp_path.name}"
+    proc = run_isolated(tmp_path, ORPHAN.format(marker=marker))
+    assert proc.stdout.strip() == "started", proc.stderr
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+    assert left.stdout == "", left.stdout
+
+    bare = subprocess.run(
+        [sys.executable, "-c", ORPHAN.format(marker=marker)], capture_output=True, text=True
+    )
+    assert bare.stdout.strip() == "started"
+    stayed = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+    subprocess.run(["pkill", "-KILL", "-f", marker])
+    assert stayed.stdout.strip(), "the daemon should outlive a bare parent"

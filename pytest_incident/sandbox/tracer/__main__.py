@@ -3,7 +3,10 @@
 #     python -m pytest_incident.sandbox.tracer --policy P.json --events E.jsonl [--cwd D]
 #         [--netns-fd N [--userns-fd U]] -- argv...
 #
-# With --netns-fd the target joins that network namespace (sandbox/netns.py) before it execs.
+# With --netns-fd the target is isolated (sandbox/netns.py): the tracer makes a PID namespace
+# (joining --userns-fd first), whose PID 1 is a small init forked from the tracer; it joins
+# that network namespace, mounts a /proc of its own with kernel tunables read-only, and
+# starts the target.
 #
 # Exit status: the target's (128 + signal when a signal killed it); 125 when the sandbox
 # cannot run here or the parent is already gone.
@@ -22,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_incident.sandbox import seccomp
+from pytest_incident.sandbox import netns, seccomp
 from pytest_incident.sandbox.policy import SandboxPolicy
 from pytest_incident.sandbox.tracer.loop import EventLog, Tracer
 
@@ -54,6 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if os.getppid() == 1:  # the parent is already gone
         return 125
+    if args.netns_fd is not None:
+        # the target's own PID namespace (in the keeper's user namespace, if it made one):
+        # the child forked next is its PID 1
+        try:
+            if args.userns_fd is not None:
+                netns.enter_user(args.userns_fd)
+            netns.unshare_pid()
+        except OSError as exc:
+            print(f"pytest-incident sandbox: {exc}", file=sys.stderr)
+            return 125
     policy = SandboxPolicy.from_json(args.policy.read_text())
     events = EventLog(args.events)
     tracer = Tracer(policy, events)

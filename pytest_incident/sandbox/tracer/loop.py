@@ -55,6 +55,32 @@ OPTIONS = (
 )
 
 
+def _init(argv: Sequence[str], env: dict[str, str]) -> None:
+    """PID 1 of the target's PID namespace (traced and confined like the target): start the
+    target, reap every orphan, and leave with the target's status, which ends the namespace
+    (the kernel kills whatever is left). Never returns."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)  # not the tracer's handlers
+    target = os.fork()
+    if target == 0:
+        try:
+            os.execvpe(argv[0], list(argv), env)
+        except BaseException as exc:
+            os.write(2, f"pytest-incident sandbox: cannot start {argv[0]!r}: {exc}\n".encode())
+        finally:
+            os._exit(127)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            os._exit(1)
+        if pid == target:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(code if code >= 0 else 128 - code)
+
+
 class EventLog:
     """The events file, appended one JSON line per event (one write each)."""
 
@@ -100,10 +126,12 @@ class Tracer:
         program = seccomp.build_program()
         open_max = max(os.sysconf("SC_OPEN_MAX"), 1024)
         pid = os.fork()
-        if pid == 0:  # the future target
+        if pid == 0:  # the future target (or, isolated, its init)
             try:
                 if namespaces is not None:
-                    netns.enter(*namespaces)
+                    netns.enter(namespaces[0])  # the user namespace: joined by the tracer
+                    for problem in netns.private_proc():
+                        os.write(2, f"pytest-incident sandbox: {problem}\n".encode())
                 # the target inherits stdio only: not the events log, not a namespace
                 os.closerange(3, open_max)
                 if cwd:
@@ -111,6 +139,8 @@ class Tracer:
                 pt.ptrace_traceme()
                 os.kill(os.getpid(), signal.SIGSTOP)
                 seccomp.confine(program)
+                if namespaces is not None:
+                    _init(argv, env)
                 os.execvpe(argv[0], list(argv), env)
             except BaseException as exc:
                 os.write(2, f"pytest-incident sandbox: cannot start {argv[0]!r}: {exc}\n".encode())
