@@ -120,6 +120,9 @@ class Target:
     cwd: Path | None
     ready_timeout_s: float = 30.0
     request_timeout_s: float = 30.0
+    # variables of pytest's own environment the target gets as they are (absent ones are
+    # skipped); everything else of pytest's environment stays out of the target's
+    pass_env: tuple[str, ...] = ()
 
 
 # The parts of an outbound call `sandbox.match_on` may name; `header:<name>` stands for any

@@ -235,7 +235,7 @@ class IncidentReplay:
             )
         else:
             raise ReplayConfigError("target needs one of: wsgi, command")
-        env = {**os.environ, **config.env}
+        env = {**target_base_env(os.environ, config.pass_env), **config.env}
         # the target's own PYTHONPATH (from target.env or the environment) comes after its
         # working directory, and the in-target hooks come first
         paths = [str(self.cwd), env.get("PYTHONPATH", "")]
@@ -438,6 +438,19 @@ class IncidentReplay:
             return []
         what = f"{dropped} datagram(s)"
         return [Effect(Outcome.BLOCKED, what, "dropped by the sandbox's sink", EffectKind.NETWORK)]
+
+
+# What of pytest's environment every target gets: where programs and the user's files are,
+# language and time zone. Nothing else (no credentials, no proxies) unless `target.pass_env`
+# names it or `target.env` sets it.
+BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+            "TERM", "VIRTUAL_ENV")  # fmt: skip
+
+
+def target_base_env(host: Mapping[str, str], pass_env: Sequence[str]) -> dict[str, str]:
+    """The part of pytest's environment a target starts from."""
+    names = {*BASE_ENV, *pass_env}
+    return {name: value for name, value in host.items() if name in names or name.startswith("LC_")}
 
 
 class _Connection(http.client.HTTPConnection):

@@ -95,3 +95,40 @@ def test_a_bad_sandbox_mode_is_a_usage_error(demo: pytest.Pytester) -> None:
     result = demo.runpytest("--incident-sandbox=none")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--incident-sandbox: invalid choice: 'none'*"])
+
+
+SECRET_APP = """
+import os
+
+def app(environ, start_response):
+    leaked = "CI_DEPLOY_TOKEN" in os.environ
+    passed = os.environ.get("PASSED_ON") == "yes"
+    status = "503 Service Unavailable" if leaked or not passed else "200 OK"
+    start_response(status, [("content-type", "text/plain")])
+    return [status.encode()]
+"""
+
+
+def test_the_target_gets_its_own_environment_not_pytests(
+    demo: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CI_DEPLOY_TOKEN", "do-not-leak")
+    monkeypatch.setenv("PASSED_ON", "yes")
+    demo.makepyfile(secretapp=SECRET_APP)
+    write_incident(
+        demo,
+        "env",
+        'select: {routes: ["GET /health"]}\n'
+        "target: {wsgi: 'secretapp:app', pass_env: [PASSED_ON]}\n"
+        'expect: {status: "<500"}\n',
+    )
+    demo.runpytest("--incident=env").assert_outcomes(passed=2)
+    # the twin: named in pass_env, the variable does reach the target (which then says 503)
+    write_incident(
+        demo,
+        "env",
+        'select: {routes: ["GET /health"]}\n'
+        "target: {wsgi: 'secretapp:app', pass_env: [PASSED_ON, CI_DEPLOY_TOKEN]}\n"
+        'expect: {status: "<500"}\n',
+    )
+    demo.runpytest("--incident=env").assert_outcomes(failed=2)

@@ -86,3 +86,24 @@ def test_a_tap_reports_a_refused_upstream_once_the_connection_is_taken() -> None
     finally:
         tap.close()
         held.close()
+
+
+def test_the_target_starts_from_its_own_environment_not_pytests() -> None:
+    from pytest_incident.runtime.replay import target_base_env
+
+    host = {
+        "PATH": "/usr/bin",
+        "HOME": "/home/ci",
+        "LC_ALL": "C.UTF-8",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "HTTPS_PROXY": "http://proxy.internal:3128",
+        "PGPASSWORD": "pw",
+    }
+    assert target_base_env(host, ()) == {
+        "PATH": "/usr/bin",
+        "HOME": "/home/ci",
+        "LC_ALL": "C.UTF-8",
+    }
+    passed = target_base_env(host, ("PGPASSWORD", "ABSENT"))
+    assert passed["PGPASSWORD"] == "pw"
+    assert "ABSENT" not in passed and "AWS_SECRET_ACCESS_KEY" not in passed

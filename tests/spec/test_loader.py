@@ -723,3 +723,12 @@ def test_expect_normalize_mistakes(tmp_path: Path) -> None:
     assert problem.message.startswith("expect.normalize[0].pattern: not a regular expression")
     problem = error(tmp_path, MINIMAL + "expect:\n  normalize: [serials]\n")
     assert problem.line == 5
+
+
+def test_target_pass_env_names_variables(tmp_path: Path) -> None:
+    path = tmp_path / "i.yaml"
+    path.write_text(MINIMAL.replace("target: {", "target: {pass_env: [PGPASSWORD, HOME], "))
+    assert load_incident(path, {}).target.pass_env == ("PGPASSWORD", "HOME")
+    path.write_text(MINIMAL.replace("target: {", "target: {pass_env: ['A=B'], "))
+    with pytest.raises(IncidentFileError, match=r":3: target.pass_env\[0\]: 'A=B' is not an "):
+        load_incident(path, {})

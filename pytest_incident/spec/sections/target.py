@@ -1,6 +1,7 @@
 # `target:` how to start the current code: exactly one of `wsgi` (run by the bundled harness)
-# or `command` (any server, `{port}` replaced by the port it must listen on), its environment,
-# working directory and timeouts.
+# or `command` (any server, `{port}` replaced by the port it must listen on), its environment
+# (`env`, and `pass_env`: pytest's variables it gets as they are), working directory and
+# timeouts.
 from __future__ import annotations
 
 import re
@@ -12,12 +13,13 @@ from typing import Any
 from pytest_incident.model.spec import Target
 from pytest_incident.spec.reader import SectionReader
 from pytest_incident.spec.scalars import parse_duration
-from pytest_incident.spec.section import DURATION, Section, mapping
+from pytest_incident.spec.section import DURATION, TEXT_OR_LIST, Section, mapping
 from pytest_incident.spec.yaml_loader import KeyPath
 
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _WSGI_RE = re.compile(rf"{_DOTTED}:{_DOTTED}")
 _TIMEOUTS = ("ready_timeout", "request_timeout")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def parse(reader: SectionReader, data: dict[str, Any]) -> Target | None:
@@ -43,6 +45,13 @@ def parse(reader: SectionReader, data: dict[str, Any]) -> Target | None:
             ok = False
         else:
             env[key] = reader.as_text(path, value)
+    pass_env: list[str] = []
+    for path, name in reader.items(data, "pass_env", ("target",)):
+        if not _ENV_NAME_RE.fullmatch(name):
+            reader.fail(path, f"{name!r} is not an environment variable name")
+            ok = False
+        else:
+            pass_env.append(name)
     cwd = None
     if "cwd" in data:
         cwd = (reader.base / data["cwd"]).absolute()
@@ -68,6 +77,7 @@ def parse(reader: SectionReader, data: dict[str, Any]) -> Target | None:
         command=command,
         env=MappingProxyType(env),
         cwd=cwd,
+        pass_env=tuple(pass_env),
         **timeouts,
     )
 
@@ -111,6 +121,7 @@ SCHEMA = mapping(
             "additionalProperties": {"type": ["string", "number", "boolean"]},
         },
         "cwd": {"type": "string"},
+        "pass_env": TEXT_OR_LIST,
         **{key: DURATION for key in _TIMEOUTS},
     }
 )
