@@ -51,6 +51,40 @@ def describe_exit(code: int | None) -> str:
     return f"exited with status {code}"
 
 
+def tracer_command(
+    argv: Sequence[str], policy: SandboxPolicy, network: Network, workdir: Path, events: Path
+) -> tuple[list[str], list[int]]:
+    """The tracer's command line running `argv` under `policy` in `network`, and the
+    descriptors to pass it (the namespace's)."""
+    join, pass_fds = network.tracer_args()
+    policy_path = workdir / "policy.json"
+    policy_path.write_text(policy.to_json())
+    command = [
+        sys.executable, "-m", "pytest_incident.sandbox.tracer",
+        "--policy", str(policy_path), "--events", str(events), *join, "--", *argv,
+    ]  # fmt: skip
+    return command, pass_fds
+
+
+def run_sandboxed(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    policy: SandboxPolicy,
+    network: Network,
+    workdir: Path,
+) -> tuple[int, list[SandboxEvent]]:
+    """Run `argv` to its end in the sandbox, its stdio the caller's: its exit status (the
+    tracer's: 128 + signal when a signal killed it, 125 when the sandbox cannot run here)
+    and everything the sandbox reported."""
+    events = workdir / "command-events.jsonl"
+    events.write_bytes(b"")
+    command, pass_fds = tracer_command(argv, policy, network, workdir, events)
+    status = subprocess.run(command, cwd=cwd, env=dict(env), pass_fds=pass_fds).returncode
+    lines = events.read_bytes().splitlines()
+    return status, [parse_event(line) for line in lines if line.strip()]
+
+
 class TargetProcess:
     def __init__(
         self,
@@ -78,21 +112,9 @@ class TargetProcess:
         argv: Sequence[str] = self.launch.argv
         pass_fds: list[int] = []
         if self.policy is not None:
-            join, pass_fds = self.network.tracer_args()
-            policy_path = self.workdir / "policy.json"
-            policy_path.write_text(self.policy.to_json())
-            argv = [
-                sys.executable,
-                "-m",
-                "pytest_incident.sandbox.tracer",
-                "--policy",
-                str(policy_path),
-                "--events",
-                str(self.events_path),
-                *join,
-                "--",
-                *argv,
-            ]
+            argv, pass_fds = tracer_command(
+                self.launch.argv, self.policy, self.network, self.workdir, self.events_path
+            )
         self.events_path.touch()
         with open(self.log_path, "ab") as log:
             log.write(f"--- start #{self.starts}: {' '.join(self.launch.argv)}\n".encode())

@@ -38,7 +38,13 @@ from pytest_incident.model.spec import (
 )
 from pytest_incident.runtime.bridge import Bridge
 from pytest_incident.runtime.network import HostNetwork, Isolation, Network, open_network
-from pytest_incident.runtime.process import Launch, TargetProcess, describe_exit, free_port
+from pytest_incident.runtime.process import (
+    Launch,
+    TargetProcess,
+    describe_exit,
+    free_port,
+    run_sandboxed,
+)
 from pytest_incident.runtime.servers import PortStub
 from pytest_incident.runtime.stubs.dns import DnsStub
 from pytest_incident.runtime.stubs.http import Endpoint, HttpStub
@@ -93,8 +99,11 @@ class IncidentReplay:
         options: ReplayOptions = ReplayOptions(),
         normalizers: Sequence[Normalizer] = (),
         port_stubs: Callable[[ReplayBook], Mapping[int, PortStub]] | None = None,
+        stub_endpoints: Sequence[Endpoint] = (),
     ) -> None:
-        """Not started yet; `normalizers` and `port_stubs` come from plugins (hookspecs)."""
+        """Not started yet; `normalizers` and `port_stubs` come from plugins (hookspecs);
+        `stub_endpoints` get an HTTP(S) stub even with no recorded call (each call to them is
+        then unmatched: the `sandbox` command's way to list what a program calls)."""
         self.target = target = spec.target
         self.sandbox = sandbox = spec.sandbox
         self.cwd = target.cwd or rootdir
@@ -109,11 +118,16 @@ class IncidentReplay:
             log=self.log,
         )
         calls = [call for request in requests for call in request.outbound]
-        self.addresses = mapped_addresses(c.host.lower() for c in calls)
+        hosts = [c.host.lower() for c in calls] + [e.host for e in stub_endpoints]
+        self.addresses = mapped_addresses(hosts)
         self.allow = addresses_of(sandbox.allow)
         self.queues = addresses_of(sandbox.queues)
         stubbed = sandbox.outbound is OutboundMode.STUB
-        self.endpoints = endpoints_of(calls) if stubbed else []
+        self.endpoints = (
+            sorted({*endpoints_of(calls), *stub_endpoints}, key=lambda e: (e.host, e.port))
+            if stubbed
+            else []
+        )
         self.ca: IncidentCA | None = None
         self.stubs: dict[Endpoint, HttpStub] = {}
         self.smtp: dict[int, SmtpStub] = {}
@@ -222,6 +236,27 @@ class IncidentReplay:
             return {port: bridge.address for port, bridge in zip(ports, self.bridges, strict=True)}
         return {port: stub.address for port, stub in self.port_stubs.items()}
 
+    def run_command(self, argv: Sequence[str]) -> tuple[int, list[Effect]]:
+        """Run `argv` to its end in exactly this replay's sandbox (namespaces, policy and
+        stubs), its stdio the caller's: its exit status, and every effect it had, in order
+        (what it tried to reach, what the stubs answered)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.dns is None:
+            self._start_stubs()
+        policy = self._policy()
+        if policy is None:
+            raise ReplayConfigError("a command runs sandboxed only")
+        self.book.begin((), label="command")
+        status, events = run_sandboxed(
+            argv, self._target_env(), self.cwd, policy, self.network, self.workdir
+        )
+        effects = [*self.book.end(), *self._sandbox_effects(events), *self._dropped_datagrams()]
+        effects += [
+            Effect(Outcome.BLOCKED, "database tap", problem, EffectKind.NETWORK)
+            for problem in self._take_tap_problems()
+        ]
+        return status, sorted(effects, key=lambda e: e.at_ns or 0)
+
     def _launch(self) -> Launch:
         config = self.target
         port = free_port(self.network)
@@ -235,6 +270,12 @@ class IncidentReplay:
             )
         else:
             raise ReplayConfigError("target needs one of: wsgi, command")
+        return Launch(argv, self._target_env(), self.cwd, port, config.ready_timeout_s)
+
+    def _target_env(self) -> dict[str, str]:
+        """The target's environment: its own (see target_base_env), the replay's markers,
+        and what makes it trust the run's CA."""
+        config = self.target
         env = {**target_base_env(os.environ, config.pass_env), **config.env}
         # the target's own PYTHONPATH (from target.env or the environment) comes after its
         # working directory, and the in-target hooks come first
@@ -249,7 +290,7 @@ class IncidentReplay:
             env.update(trust_env(files, pythonpath=env["PYTHONPATH"]))
         if not self.options.sandboxed:
             env.update(self.unsandboxed_env(config.env))
-        return Launch(argv, env, self.cwd, port, config.ready_timeout_s)
+        return env
 
     def unsandboxed_env(self, env: Mapping[str, str]) -> dict[str, str]:
         """Benchmarks only: point URLs in the env at the stubs directly (no DNS, no tracer).

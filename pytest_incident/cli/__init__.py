@@ -1,0 +1,1 @@
+# The `pytest-incident` command line (a console script): one module per subcommand.
