@@ -7,6 +7,7 @@ treats as external, which must see nothing.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -58,3 +59,15 @@ def run_traced(
 
 def net_events(events: list[dict[str, object]]) -> list[dict[str, object]]:
     return [e for e in events if e["event"] == "net"]
+
+
+def namespaces_missing() -> str:
+    """Why this machine cannot make the namespaces the isolation tests use ("" if it can)."""
+    if sys.platform != "linux":
+        return "the sandbox needs Linux"
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return "needs unshare(1) and ip(8)"
+    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"network namespaces are not available here: {probe.stderr.strip()}"
+    return ""

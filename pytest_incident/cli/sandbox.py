@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -139,7 +140,7 @@ def _spec(args: argparse.Namespace, argv: list[str]) -> IncidentSpec:
     jobs = JobsMode(args.jobs)
     sandbox = SandboxSpec(allow=allow, jobs=jobs)
     if jobs is JobsMode.BLOCK:
-        sandbox = SandboxSpec(allow=allow, jobs=jobs, queues=())
+        sandbox = replace(sandbox, queues=())
     elif addresses_of(allow) & addresses_of(sandbox.queues):
         raise ValueError(
             "--allow names the job queue the job stub stands in for (localhost:6379); "

@@ -142,7 +142,7 @@ class IncidentReplay:
         self.sink: DatagramSink | None = None
         self.process: TargetProcess | None = None
         self.network: Network = HostNetwork()
-        self.bridges: list[Bridge] = []
+        self.bridges: dict[int, Bridge] = {}  # plugin port -> its bridge, when isolated
         # why the target shares the host's network ("" when it has its own), once started
         self.isolation_note = ""
 
@@ -187,9 +187,10 @@ class IncidentReplay:
         if self.make_port_stubs is not None:
             self.port_stubs = dict(self.make_port_stubs(self.book))
             if self.network.isolated:  # a plugin's stub listens on the host: bridge to it
-                self.bridges = [
-                    Bridge(stub.address, sockets=inside) for stub in self.port_stubs.values()
-                ]
+                self.bridges = {
+                    port: Bridge(stub.address, sockets=inside)
+                    for port, stub in self.port_stubs.items()
+                }
         self.dns = DnsStub(self.addresses, sockets=inside)
         self.sink = DatagramSink(sockets=inside)
 
@@ -231,10 +232,9 @@ class IncidentReplay:
 
     def _port_stub_addresses(self) -> dict[int, tuple[str, int]]:
         """Where the target reaches each plugin port stub: through its bridge if any."""
-        if self.bridges:
-            ports = list(self.port_stubs)
-            return {port: bridge.address for port, bridge in zip(ports, self.bridges, strict=True)}
-        return {port: stub.address for port, stub in self.port_stubs.items()}
+        return {
+            port: (self.bridges.get(port) or stub).address for port, stub in self.port_stubs.items()
+        }
 
     def run_command(self, argv: Sequence[str]) -> tuple[int, list[Effect]]:
         """Run `argv` to its end in exactly this replay's sandbox (namespaces, policy and
@@ -335,7 +335,7 @@ class IncidentReplay:
         if self.jobs is not None:
             self.jobs.close()
             self.jobs = None
-        for bridge in self.bridges:
+        for bridge in self.bridges.values():
             bridge.close()
         self.bridges.clear()
         for port_stub in self.port_stubs.values():

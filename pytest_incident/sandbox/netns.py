@@ -74,11 +74,9 @@ def loopback_up() -> None:
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | IFF_UP))
 
 
-def enter(netns_fd: int, userns_fd: int | None = None) -> None:
-    """Join the keeper's namespaces (user first, when it has one). In a single-threaded
-    process: the tracer's child, before it execs the target."""
-    if userns_fd is not None:
-        enter_user(userns_fd)
+def enter(netns_fd: int) -> None:
+    """Join the keeper's network namespace (its user namespace, if any, joined first by
+    `enter_user`): the tracer's child, before it starts the target."""
     _check(_libc().setns(netns_fd, CLONE_NEWNET), "setns(network namespace)")
 
 

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,16 +31,6 @@ with smtplib.SMTP("smtp.mail.example", 587, timeout=5) as smtp:
     smtp.sendmail("shop@example.com", ["ada@example.com"], "Subject: welcome\\n\\nhi")
 sys.exit(3)
 """
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    sock.settimeout(0.3)
-    yield sock
-    sock.close()
 
 
 def sandbox(

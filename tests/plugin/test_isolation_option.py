@@ -4,12 +4,11 @@ said at the end of the run, and strict refusing where no namespace can be made."
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from ..conftest import write_incident
+from ..sandboxing import namespaces_missing
 
 NAMESPACE_APP = """
 import os
@@ -22,15 +21,7 @@ def app(environ, start_response):
 """
 
 
-def _namespaces_available() -> bool:
-    if sys.platform != "linux":
-        return False
-    return subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0
-
-
-needs_namespaces = pytest.mark.skipif(
-    not _namespaces_available(), reason="network namespaces are not available here"
-)
+needs_namespaces = pytest.mark.skipif(bool(namespaces_missing()), reason=namespaces_missing())
 
 
 def namespace_incident(demo: pytest.Pytester) -> None:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from pytest_incident.runtime.network import HostNetwork, NamespaceNetwork, Network
+from pytest_incident.runtime.process import tracer_command
 from pytest_incident.sandbox.policy import SandboxPolicy
 
 OUT4 = "198.51.100.7"
@@ -90,14 +91,15 @@ def main() -> int:
     network: Network = NamespaceNetwork() if mode == "netns" else HostNetwork()
     allow = frozenset({("127.0.0.1", host_port)}) if allow_host else frozenset()
     with tempfile.TemporaryDirectory() as work:
-        policy = Path(work) / "policy.json"
-        policy.write_text(SandboxPolicy(allow=allow).to_json())
-        join, fds = network.tracer_args()
-        argv = [sys.executable, str(program)] if mode == "bare" else [
-            sys.executable, "-m", "pytest_incident.sandbox.tracer",
-            "--policy", str(policy), "--events", str(Path(work) / "events.jsonl"),
-            *join, "--", sys.executable, str(program),
-        ]  # fmt: skip
+        argv, fds = tracer_command(
+            [sys.executable, str(program)],
+            SandboxPolicy(allow=allow),
+            network,
+            Path(work),
+            Path(work) / "events.jsonl",
+        )
+        if mode == "bare":
+            argv, fds = [sys.executable, str(program)], []
         env = {**os.environ, "OUT4": OUT4, "OUT6": OUT6}
         env.update(OUT_PORT=str(out_port), HOST_PORT=str(host_port))
         proc = subprocess.run(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,21 +19,12 @@ from typing import Any
 
 import pytest
 
+from ..sandboxing import namespaces_missing
+
 HARNESS = Path(__file__).with_name("escape_harness.py")
 
 
-def _namespaces_missing() -> str:
-    if sys.platform != "linux":
-        return "the sandbox needs Linux"
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return "needs unshare(1) and ip(8)"
-    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"network namespaces are not available here: {probe.stderr.strip()}"
-    return ""
-
-
-pytestmark = pytest.mark.skipif(bool(_namespaces_missing()), reason=_namespaces_missing())
+pytestmark = pytest.mark.skipif(bool(namespaces_missing()), reason=namespaces_missing())
 
 
 def run_escape(tmp_path: Path, program: str, mode: str, allow_host: bool = False) -> Any:
@@ -208,17 +198,18 @@ def run_isolated(
 ) -> subprocess.CompletedProcess[str]:
     """`python -c code` under the tracer, in its own namespaces (or the tracer alone)."""
     from pytest_incident.runtime.network import HostNetwork, NamespaceNetwork, Network
+    from pytest_incident.runtime.process import tracer_command
     from pytest_incident.sandbox.policy import SandboxPolicy
 
     network: Network = NamespaceNetwork() if isolated else HostNetwork()
     try:
-        (tmp_path / "policy.json").write_text(SandboxPolicy().to_json())
-        join, fds = network.tracer_args()
-        argv = [
-            sys.executable, "-m", "pytest_incident.sandbox.tracer",
-            "--policy", str(tmp_path / "policy.json"), "--events", str(tmp_path / "events.jsonl"),
-            *join, "--", sys.executable, "-c", textwrap.dedent(code),
-        ]  # fmt: skip
+        argv, fds = tracer_command(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            SandboxPolicy(),
+            network,
+            tmp_path,
+            tmp_path / "events.jsonl",
+        )
         return subprocess.run(argv, pass_fds=fds, capture_output=True, text=True, timeout=60)
     finally:
         network.close()

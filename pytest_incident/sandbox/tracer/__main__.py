@@ -77,8 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        namespaces = None if args.netns_fd is None else (args.netns_fd, args.userns_fd)
-        tracer.spawn(args.command, dict(os.environ), args.cwd, namespaces)
+        tracer.spawn(args.command, dict(os.environ), args.cwd, args.netns_fd)
         return tracer.run()
     finally:
         tracer.kill_all()

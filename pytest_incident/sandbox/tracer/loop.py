@@ -120,16 +120,17 @@ class Tracer:
         argv: Sequence[str],
         env: dict[str, str],
         cwd: str | None,
-        namespaces: tuple[int, int | None] | None = None,
+        netns_fd: int | None = None,
     ) -> int:
-        """Start the target: `namespaces` (network, user descriptors) to join first."""
+        """Start the target; with `netns_fd`, isolated: in that network namespace, under an
+        init of its own PID namespace (which the tracer made), with a /proc of its own."""
         program = seccomp.build_program()
         open_max = max(os.sysconf("SC_OPEN_MAX"), 1024)
         pid = os.fork()
         if pid == 0:  # the future target (or, isolated, its init)
             try:
-                if namespaces is not None:
-                    netns.enter(namespaces[0])  # the user namespace: joined by the tracer
+                if netns_fd is not None:
+                    netns.enter(netns_fd)
                     for problem in netns.private_proc():
                         os.write(2, f"pytest-incident sandbox: {problem}\n".encode())
                 # the target inherits stdio only: not the events log, not a namespace
@@ -139,7 +140,7 @@ class Tracer:
                 pt.ptrace_traceme()
                 os.kill(os.getpid(), signal.SIGSTOP)
                 seccomp.confine(program)
-                if namespaces is not None:
+                if netns_fd is not None:
                     _init(argv, env)
                 os.execvpe(argv[0], list(argv), env)
             except BaseException as exc:
