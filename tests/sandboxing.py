@@ -71,3 +71,36 @@ def namespaces_missing() -> str:
     if probe.returncode != 0:
         return f"network namespaces are not available here: {probe.stderr.strip()}"
     return ""
+
+
+def run_isolated(
+    tmp_path: Path,
+    code: str,
+    isolated: bool = True,
+    policy: SandboxPolicy | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`python -c code` under the tracer as a replay starts it: in namespaces of its own (or
+    the tracer alone), in tmp_path; events go to tmp_path/events.jsonl."""
+    from pytest_incident.runtime.network import HostNetwork, NamespaceNetwork, Network
+    from pytest_incident.runtime.process import tracer_command
+
+    network: Network = NamespaceNetwork() if isolated else HostNetwork()
+    try:
+        argv, fds = tracer_command(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            policy or SandboxPolicy(),
+            network,
+            tmp_path,
+            tmp_path / "events.jsonl",
+        )
+        return subprocess.run(
+            argv, pass_fds=fds, capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+    finally:
+        network.close()
+
+
+def read_events(tmp_path: Path) -> list[dict[str, object]]:
+    events = tmp_path / "events.jsonl"
+    lines = events.read_text().splitlines() if events.exists() else []
+    return [json.loads(line) for line in lines]

@@ -51,8 +51,9 @@ def add_parser(commands: Any) -> None:
         "--allow",
         action="append",
         default=[],
-        metavar="HOST:PORT",
-        help="a live loopback destination (e.g. localhost:5432), reached through a tap; repeatable",
+        metavar="HOST:PORT|unix:PATH",
+        help="a live loopback destination (e.g. localhost:5432), reached through a tap, or a "
+        "socket file (unix:/run/postgresql/.s.PGSQL.5432) that passes live; repeatable",
     )
     command.add_argument(
         "--record-hosts",
@@ -136,9 +137,15 @@ def _spec(args: argparse.Namespace, argv: list[str]) -> IncidentSpec:
         if not sep or not name:
             raise ValueError(f"--env {item!r}: expected NAME=VALUE")
         env[name] = value
-    allow = tuple(LoopbackEndpoint.parse(text) for text in args.allow)
+    unix = tuple(text[len("unix:") :] for text in args.allow if text.startswith("unix:"))
+    for path in unix:
+        if not path.startswith("/"):
+            raise ValueError(f"--allow unix:{path}: expected the absolute path of a socket file")
+    allow = tuple(
+        LoopbackEndpoint.parse(text) for text in args.allow if not text.startswith("unix:")
+    )
     jobs = JobsMode(args.jobs)
-    sandbox = SandboxSpec(allow=allow, jobs=jobs)
+    sandbox = SandboxSpec(allow=allow, allow_unix=unix, jobs=jobs)
     if jobs is JobsMode.BLOCK:
         sandbox = replace(sandbox, queues=())
     elif addresses_of(allow) & addresses_of(sandbox.queues):

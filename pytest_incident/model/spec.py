@@ -155,6 +155,7 @@ class SandboxSpec:
     scheduled: ScheduledMode = ScheduledMode.HOLD
     match_on: tuple[str, ...] = DEFAULT_MATCH_ON
     normalize: tuple[Normalizer, ...] = ()  # outbound request bodies, before matching
+    allow_unix: tuple[str, ...] = ()  # socket files that pass live (`unix:/path` entries)
 
 
 @dataclass(frozen=True)

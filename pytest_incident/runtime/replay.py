@@ -50,7 +50,7 @@ from pytest_incident.runtime.stubs.dns import DnsStub
 from pytest_incident.runtime.stubs.http import Endpoint, HttpStub
 from pytest_incident.runtime.stubs.jobs import JobQueueStub
 from pytest_incident.runtime.stubs.pgtap import CONNECT_TIMEOUT_S, PgTap
-from pytest_incident.runtime.stubs.sink import DatagramSink
+from pytest_incident.runtime.stubs.sink import DatagramSink, SyslogSink
 from pytest_incident.runtime.stubs.smtp import SmtpStub
 from pytest_incident.runtime.stubs.tls import IncidentCA, trust_env
 from pytest_incident.sandbox.events import NetEvent, SandboxEvent
@@ -140,6 +140,7 @@ class IncidentReplay:
         self._mutations_lock = threading.Lock()
         self.dns: DnsStub | None = None
         self.sink: DatagramSink | None = None
+        self.syslog: SyslogSink | None = None
         self.process: TargetProcess | None = None
         self.network: Network = HostNetwork()
         self.bridges: dict[int, Bridge] = {}  # plugin port -> its bridge, when isolated
@@ -193,6 +194,7 @@ class IncidentReplay:
                 }
         self.dns = DnsStub(self.addresses, sockets=inside)
         self.sink = DatagramSink(sockets=inside)
+        self.syslog = SyslogSink()
 
     def _any_host_tls(self) -> ssl.SSLContext:
         """A server context that presents a certificate for whatever name the client asks
@@ -228,6 +230,8 @@ class IncidentReplay:
                 **self._port_stub_addresses(),
             },
             hostnames={ip: host for host, ip in self.addresses.items()},
+            unix_allow=frozenset(self.sandbox.allow_unix),
+            unix_sink=self.syslog.path if self.syslog else None,
         )
 
     def _port_stub_addresses(self) -> dict[int, tuple[str, int]]:
@@ -350,6 +354,9 @@ class IncidentReplay:
         if self.sink is not None:
             self.sink.close()
             self.sink = None
+        if self.syslog is not None:
+            self.syslog.close()
+            self.syslog = None
         self.network.close()
         self.network = HostNetwork()
 
@@ -474,11 +481,18 @@ class IncidentReplay:
         return effects
 
     def _dropped_datagrams(self) -> list[Effect]:
+        effects = []
         dropped = self.sink.take_count() if self.sink is not None else 0
-        if not dropped:
-            return []
-        what = f"{dropped} datagram(s)"
-        return [Effect(Outcome.BLOCKED, what, "dropped by the sandbox's sink", EffectKind.NETWORK)]
+        if dropped:
+            what = f"{dropped} datagram(s)"
+            why = "dropped by the sandbox's sink"
+            effects.append(Effect(Outcome.BLOCKED, what, why, EffectKind.NETWORK))
+        logged = self.syslog.take_count() if self.syslog is not None else 0
+        if logged:
+            what = f"{logged} syslog message(s)"
+            why = "dropped by the sandbox's syslog sink"
+            effects.append(Effect(Outcome.BLOCKED, what, why, EffectKind.NETWORK))
+        return effects
 
 
 # What of pytest's environment every target gets: where programs and the user's files are,

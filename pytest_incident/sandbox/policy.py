@@ -5,10 +5,13 @@
 # Decision never lets an internet socket reach a non-loopback address (redirect targets and
 # allowed endpoints are checked to be loopback when the policy is built, and again here);
 # the kernel reads an AF_UNSPEC address on an internet socket's send as IPv4, so such sends
-# are refused; local sockets (unix, netlink) pass; datagrams to loopback ports not allowed go
-# to a sink that drops them (local agents such as statsd forward off the machine);
+# are refused; netlink and unnamed unix sockets pass; datagrams to loopback ports not
+# allowed go to a sink that drops them (local agents such as statsd forward off the machine);
 # everything else not served or allowed is refused; all of it is reported. The unspecified
-# addresses 0.0.0.0 and :: are decided as the local host they stand for.
+# addresses 0.0.0.0 and :: are decided as the local host they stand for. A named unix
+# address is decided by what its socket is (`decide_unix`, told by the tracer, which
+# resolves the name): the target's own and those `allow`ed as `unix:/path` pass, syslog goes
+# to a sink, a host daemon's (docker.sock, a forwarding proxy) is refused.
 from __future__ import annotations
 
 import enum
@@ -43,6 +46,22 @@ RESOLVER_SOCKETS = frozenset(
         "/var/run/avahi-daemon/socket",
     }
 )
+
+
+# Where syslog(3), Python's SysLogHandler and journald clients send log lines: to the sink.
+SYSLOG_SOCKETS = frozenset(
+    {"/dev/log", "/run/systemd/journal/dev-log", "/run/systemd/journal/socket", "/var/run/syslog"}
+)
+
+
+class UnixPeer(enum.Enum):
+    """What the socket behind a named unix address is, as the tracer found it."""
+
+    OWN = "own"  # bound by a process of the target
+    ALLOWED = "allowed"  # the socket file named in sandbox.allow (unix:/path)
+    SYSLOG = "syslog"  # a syslog socket: the sink stands in for it
+    OTHER = "other"  # another program's: a host daemon
+    MISSING = "missing"  # no such file, not a socket, or nothing bound to it
 
 
 class Action(enum.Enum):
@@ -90,6 +109,8 @@ class SandboxPolicy:
     # and recorded, never delivered); after redirects and allow, before refusal
     port_redirects: Mapping[int, tuple[str, int]] = field(default_factory=dict)
     hostnames: Mapping[str, str] = field(default_factory=dict)  # mapped ip -> hostname
+    unix_allow: frozenset[str] = frozenset()  # socket files that pass live (unix:/path)
+    unix_sink: str | None = None  # a datagram socket file that drops what syslog sends
 
     def __post_init__(self) -> None:
         endpoints = [*self.redirects.values(), *self.allow, *self.port_redirects.values()]
@@ -111,8 +132,10 @@ class SandboxPolicy:
                 report=False,  # glibc asks nscd before every lookup; it falls back to DNS
             )
         if sock.domain == AF_UNIX and addr.family == AF_UNIX and addr.host:
-            # local, but it can reach a local service (a Redis or mail daemon on a socket)
-            return Decision(Action.ALLOW, "a unix socket: passes live")
+            # it can reach a host daemon: only decide_unix, told what the socket is, decides
+            return Decision(
+                Action.REFUSE, "a unix socket that was not identified", errno=errno.EACCES
+            )
         if sock.domain in (AF_UNIX, AF_NETLINK):
             return Decision(Action.ALLOW, "local socket", report=False)
         if not sock.is_inet:
@@ -130,6 +153,35 @@ class SandboxPolicy:
                 errno=errno.EAFNOSUPPORT,
             )
         return self._decide_inet(sock, addr, send)
+
+    def decide_unix(self, path: str, peer: UnixPeer, missing: int = errno.ENOENT) -> Decision:
+        """Decide a connect or send to the named unix address `path`, whose socket the
+        tracer found to be `peer` (`missing`: the errno the kernel would give)."""
+        if path in RESOLVER_SOCKETS:
+            return Decision(
+                Action.REFUSE,
+                "a name-service daemon (it would resolve around the DNS stub)",
+                errno=errno.ECONNREFUSED,
+                report=False,
+            )
+        if peer is UnixPeer.OWN:
+            return Decision(Action.ALLOW, "the target's own socket", report=False)
+        if peer is UnixPeer.ALLOWED:
+            return Decision(Action.ALLOW, "in sandbox.allow (live)")
+        if peer is UnixPeer.SYSLOG and self.unix_sink is not None:
+            return Decision(Action.DISCARD, "syslog: to a sink that drops it")
+        if peer is UnixPeer.MISSING:
+            return Decision(Action.REFUSE, "no socket there", errno=missing, report=False)
+        hint = f"unix:{path}" if path.startswith("/") else "unix: and its absolute path"
+        if path.startswith("\0"):  # an abstract name: no file to allow
+            return Decision(
+                Action.REFUSE, "another program's abstract socket", errno=errno.ECONNREFUSED
+            )
+        return Decision(
+            Action.REFUSE,
+            f"another program's socket, not in sandbox.allow ({hint} would let it through)",
+            errno=errno.ECONNREFUSED,
+        )
 
     @cached_property
     def own_endpoints(self) -> frozenset[tuple[str, int]]:
@@ -207,6 +259,8 @@ class SandboxPolicy:
                     [port, to[0], to[1]] for port, to in self.port_redirects.items()
                 ],
                 "hostnames": dict(self.hostnames),
+                "unix_allow": sorted(self.unix_allow),
+                "unix_sink": self.unix_sink,
             }
         )
 
@@ -222,4 +276,6 @@ class SandboxPolicy:
                 int(p): (ip, int(port)) for p, ip, port in data.get("port_redirects", [])
             },
             hostnames=data["hostnames"],
+            unix_allow=frozenset(data.get("unix_allow", [])),
+            unix_sink=data.get("unix_sink"),
         )

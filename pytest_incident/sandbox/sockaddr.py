@@ -42,6 +42,8 @@ class SockAddr:
 
     def endpoint(self) -> str:
         if self.family == AF_UNIX:
+            if self.host.startswith("\0"):  # abstract: shown as ss and lsof show it
+                return "@" + self.host[1:]
             return self.host or "(unnamed unix socket)"
         ip = self.ip
         return f"[{ip}]:{self.port}" if ":" in ip else f"{ip}:{self.port}"

@@ -113,3 +113,51 @@ def test_help_documents_the_exit_status() -> None:
     )
     assert proc.returncode == 0
     assert "125 when the sandbox cannot run here" in " ".join(proc.stdout.split())
+
+
+UNIX_PROBE = """
+import logging, logging.handlers, os, socket
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(os.environ["DAEMON"])
+    print("reached the daemon")
+except OSError as exc:
+    print("daemon:", exc.errno)
+logging.getLogger().addHandler(logging.handlers.SysLogHandler(address="/dev/log"))
+logging.getLogger().warning("to syslog")
+"""
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_a_daemons_unix_socket_only_with_allow(tmp_path: Path, allowed: bool) -> None:
+    """A host daemon's socket file is refused and listed; `--allow unix:PATH` lets it by.
+    Syslog goes to the sandbox's sink either way."""
+    path = str(tmp_path / "daemon.sock")
+    daemon = socket.socket(socket.AF_UNIX)
+    daemon.bind(path)
+    daemon.listen()
+    daemon.settimeout(0.5)
+    try:
+        args = ["--allow", f"unix:{path}"] if allowed else []
+        proc = sandbox(tmp_path, *args, "--env", f"DAEMON={path}", code=UNIX_PROBE)
+        assert proc.returncode == 0, proc.stderr
+        report = proc.stderr.splitlines()
+        assert "  blocked   1 syslog message(s)  dropped by the sandbox's syslog sink" in report
+        if allowed:
+            assert proc.stdout.startswith("reached the daemon")
+            assert f"  allowed   connect {path}  in sandbox.allow (live)" in report
+            daemon.accept()[0].close()
+        else:
+            assert proc.stdout.startswith("daemon: 111")
+            assert any(line.startswith(f"  blocked   connect {path}  another program's socket")
+                       for line in report), report  # fmt: skip
+            with pytest.raises(TimeoutError):
+                daemon.accept()
+    finally:
+        daemon.close()
+
+
+def test_a_relative_unix_allow_is_a_usage_error(tmp_path: Path) -> None:
+    proc = sandbox(tmp_path, "--allow", "unix:run/app.sock", code="pass")
+    assert proc.returncode == 2
+    assert "unix:run/app.sock: expected the absolute path of a socket file" in proc.stderr

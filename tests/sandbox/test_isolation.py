@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from ..sandboxing import namespaces_missing
+from ..sandboxing import namespaces_missing, run_isolated
 
 HARNESS = Path(__file__).with_name("escape_harness.py")
 
@@ -191,28 +191,6 @@ def test_hostile_programs_do_get_out_when_unconfined(tmp_path: Path, name: str) 
 
 
 # --- what the target sees of the machine --------------------------------------------------
-
-
-def run_isolated(
-    tmp_path: Path, code: str, isolated: bool = True
-) -> subprocess.CompletedProcess[str]:
-    """`python -c code` under the tracer, in its own namespaces (or the tracer alone)."""
-    from pytest_incident.runtime.network import HostNetwork, NamespaceNetwork, Network
-    from pytest_incident.runtime.process import tracer_command
-    from pytest_incident.sandbox.policy import SandboxPolicy
-
-    network: Network = NamespaceNetwork() if isolated else HostNetwork()
-    try:
-        argv, fds = tracer_command(
-            [sys.executable, "-c", textwrap.dedent(code)],
-            SandboxPolicy(),
-            network,
-            tmp_path,
-            tmp_path / "events.jsonl",
-        )
-        return subprocess.run(argv, pass_fds=fds, capture_output=True, text=True, timeout=60)
-    finally:
-        network.close()
 
 
 SEES = """

@@ -8,10 +8,11 @@ from __future__ import annotations
 import errno
 import json
 import socket
+from dataclasses import replace
 
 import pytest
 
-from pytest_incident.sandbox.policy import Action, Decision, SandboxPolicy, Socket
+from pytest_incident.sandbox.policy import Action, Decision, SandboxPolicy, Socket, UnixPeer
 from pytest_incident.sandbox.sockaddr import (
     AF_INET,
     AF_INET6,
@@ -59,11 +60,39 @@ def v6(ip: str, port: int) -> SockAddr:
 
 
 @pytest.mark.parametrize("send", [False, True])
-def test_unix_sockets_pass_live_and_are_reported(send: bool) -> None:
+def test_a_named_unix_address_is_never_passed_unidentified(send: bool) -> None:
     addr = SockAddr(AF_UNIX, "/run/redis/redis.sock")
     decision = policy().decide(Socket(AF_UNIX, STREAM), addr, send=send)
-    assert decision.action is Action.ALLOW
-    assert decision.report is True  # it can reach a local service: the item lists it
+    assert decision.action is Action.REFUSE  # only decide_unix, told what it is, lets it by
+
+
+def test_unix_sockets_by_what_they_are() -> None:
+    p = replace(policy(), unix_allow=frozenset({"/run/pg.sock"}), unix_sink="/tmp/sink")
+    own = p.decide_unix("/tmp/app.sock", UnixPeer.OWN)
+    assert (own.action, own.report) == (Action.ALLOW, False)
+    allowed = p.decide_unix("/run/pg.sock", UnixPeer.ALLOWED)
+    assert (allowed.action, allowed.report) == (Action.ALLOW, True)  # listed on the item
+    assert p.decide_unix("/dev/log", UnixPeer.SYSLOG).action is Action.DISCARD
+    daemon = p.decide_unix("/var/run/docker.sock", UnixPeer.OTHER)
+    assert (daemon.action, daemon.errno, daemon.report) == (Action.REFUSE, errno.ECONNREFUSED, True)
+    assert "unix:/var/run/docker.sock" in daemon.reason  # how to let it through
+    missing = p.decide_unix("/nope", UnixPeer.MISSING, errno.ENOTDIR)
+    assert (missing.action, missing.errno) == (Action.REFUSE, errno.ENOTDIR)
+
+
+def test_syslog_without_a_sink_is_refused() -> None:
+    assert policy().decide_unix("/dev/log", UnixPeer.SYSLOG).action is Action.REFUSE
+
+
+def test_resolver_daemons_are_refused_even_when_they_look_allowed() -> None:
+    p = replace(policy(), unix_allow=frozenset({"/run/nscd/socket"}))
+    assert p.decide_unix("/run/nscd/socket", UnixPeer.ALLOWED).action is Action.REFUSE
+
+
+def test_unix_settings_survive_json() -> None:
+    p = replace(policy(), unix_allow=frozenset({"/run/pg.sock"}), unix_sink="/tmp/s")
+    again = SandboxPolicy.from_json(p.to_json())
+    assert (again.unix_allow, again.unix_sink) == (p.unix_allow, p.unix_sink)
 
 
 @pytest.mark.parametrize("send", [False, True])

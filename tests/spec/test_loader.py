@@ -409,6 +409,34 @@ def test_bad_allow_destination(tmp_path: Path, allow: str) -> None:
     assert "host:port" in err.message
 
 
+def test_unix_socket_files_in_allow(tmp_path: Path) -> None:
+    spec = load(
+        tmp_path,
+        MINIMAL + "sandbox:\n  allow: [localhost:5432, unix:/run/postgresql/.s.PGSQL.5432]\n",
+    )
+    assert spec.sandbox.allow_unix == ("/run/postgresql/.s.PGSQL.5432",)
+    assert [e.text for e in spec.sandbox.allow] == ["localhost:5432"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "wrong"),
+    [
+        ("unix:run/app.sock", "an absolute path"),
+        ("unix:/" + "x" * 200, "a path of at most 107 bytes"),
+    ],
+)
+def test_bad_unix_socket_file_in_allow(tmp_path: Path, entry: str, wrong: str) -> None:
+    err = error(tmp_path, MINIMAL + f"sandbox:\n  allow:\n    - localhost:5432\n    - {entry}\n")
+    assert err.line == 7
+    assert err.message.startswith(f"sandbox.allow[1]: {entry!r}: a unix: entry is {wrong}")
+    assert "unix:/run/app.sock" in err.message  # what is allowed
+
+
+def test_a_bad_destination_says_a_socket_file_is_allowed_too(tmp_path: Path) -> None:
+    err = error(tmp_path, MINIMAL + "sandbox:\n  allow: [postgres]\n")
+    assert "or 'unix:/path' for a socket file" in err.message
+
+
 def test_bad_incident_name_and_duration(tmp_path: Path) -> None:
     err = error(tmp_path, "incident: -bad name\n" + MINIMAL)
     assert err.line == 1

@@ -1,13 +1,17 @@
-# Datagram sink: where the sandbox sends datagrams addressed to loopback ports that are not
-# allowed (a local statsd or tracing agent would forward them off the machine). It reads and
-# drops them, counting how many arrived. Thin adapter: one UDP socket, one thread
-# (runtime.servers.DatagramServer).
+# Datagram sinks: where the sandbox sends datagrams addressed to loopback ports that are not
+# allowed (a local statsd or tracing agent would forward them off the machine), and where it
+# connects syslog sockets (a host's syslog daemon would forward or keep them). Each reads and
+# drops what arrives, counting it. Thin adapters: one socket, one thread
+# (runtime.servers.DatagramServer for UDP).
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import tempfile
 import threading
 
-from pytest_incident.runtime.servers import DatagramServer, SocketMaker
+from pytest_incident.runtime.servers import JOIN_TIMEOUT_S, DatagramServer, SocketMaker
 
 
 class DatagramSink(DatagramServer):
@@ -25,3 +29,54 @@ class DatagramSink(DatagramServer):
         with self._lock:
             count, self._count = self._count, 0
         return count
+
+
+class SyslogSink:
+    """Where the sandbox connects syslog sockets (/dev/log and journald's): a unix datagram
+    socket in a private directory, read by one thread that counts and drops each line."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._dir = tempfile.mkdtemp(prefix="incident-syslog-")  # short: sun_path is 108
+        self.path = os.path.join(self._dir, "log")
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self._sock.bind(self.path)
+        except BaseException:
+            self._sock.close()
+            os.rmdir(self._dir)
+            raise
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name="incident-syslog", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except OSError:
+                return
+            if self._closed:  # a shut-down socket reads empty datagrams
+                return
+            if data:
+                with self._lock:
+                    self._count += 1
+
+    def take_count(self) -> int:
+        with self._lock:
+            count, self._count = self._count, 0
+        return count
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._thread.join(JOIN_TIMEOUT_S)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        with contextlib.suppress(OSError):
+            os.rmdir(self._dir)

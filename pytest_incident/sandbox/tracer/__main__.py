@@ -21,6 +21,7 @@ import argparse
 import ctypes
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 from pytest_incident.sandbox import netns, seccomp
 from pytest_incident.sandbox.policy import SandboxPolicy
 from pytest_incident.sandbox.tracer.loop import EventLog, Tracer
+from pytest_incident.sandbox.unixdiag import NETLINK_SOCK_DIAG
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -57,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if os.getppid() == 1:  # the parent is already gone
         return 125
+    outside_diag = None
     if args.netns_fd is not None:
         # the target's own PID namespace (in the keeper's user namespace, if it made one):
         # the child forked next is its PID 1
@@ -64,12 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.userns_fd is not None:
                 netns.enter_user(args.userns_fd)
             netns.unshare_pid()
+            # the tracer too: it looks up the target's unix sockets in their namespace, and
+            # the host's (a daemon's socket is refused and reported) through this one
+            outside_diag = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+            netns.enter(args.netns_fd)
         except OSError as exc:
             print(f"pytest-incident sandbox: {exc}", file=sys.stderr)
             return 125
     policy = SandboxPolicy.from_json(args.policy.read_text())
     events = EventLog(args.events)
-    tracer = Tracer(policy, events)
+    tracer = Tracer(policy, events, outside_diag=outside_diag)
 
     def stop(signum: int, _frame: object) -> None:
         tracer.kill_all()
@@ -81,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return tracer.run()
     finally:
         tracer.kill_all()
+        tracer.close()
         events.close()
 
 

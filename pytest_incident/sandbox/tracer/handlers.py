@@ -14,6 +14,12 @@
 # sends at most MAX_MMSG messages, and fewer when their copies do not fit the scratch area:
 # only what was checked may be sent.
 #
+# A unix socket's connect or send that names an address is made by the tracer itself, on the
+# socket the name was found to reach (unixpeers.py), and the target's call skipped with its
+# result: a filesystem name and an address in memory can both change after a check. A unix
+# sendmsg/sendmmsg without a name gets a private header copy with none, so a sibling thread
+# cannot add one after the look.
+#
 # Invariants: a handler resumes the tracee exactly once: `resume` (run natively),
 # `resume_to_exit` after setting ctx.pending[pid] (stop again at the exit), or `refuse`.
 # Events are emitted before the tracee is resumed, so a reader that saw the target's answer
@@ -27,6 +33,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
 import time
@@ -43,22 +50,34 @@ from pytest_incident.sandbox.msghdr import (
     refused_control,
 )
 from pytest_incident.sandbox.policy import SOCK_DGRAM, Action, Decision, SandboxPolicy, Socket
-from pytest_incident.sandbox.sockaddr import AF_INET, AF_UNSPEC, SockAddr, pack_inet, parse_sockaddr
+from pytest_incident.sandbox.sockaddr import (
+    AF_INET,
+    AF_UNIX,
+    AF_UNSPEC,
+    SockAddr,
+    pack_inet,
+    parse_sockaddr,
+)
 from pytest_incident.sandbox.tracer.tracee import (
     Registers,
     Scratch,
     Tracees,
     aligned,
+    complete,
     getregs,
     refuse,
     resume,
     resume_to_exit,
     setregs,
 )
+from pytest_incident.sandbox.tracer.unixpeers import SOCKADDR_UN_MAX, UnixPeers
 
 MAX_SOCKADDR = 128
 MAX_CONTROL = 4096
 MAX_MMSG = 64  # messages one sendmmsg may send: what the tracer checks (and copies)
+MAX_UNIX_SEND = 1 << 18  # bytes of a named unix send the tracer makes itself
+UIO_MAXIOV = 1024
+IOVEC = struct.Struct("=QQ")  # base, len
 
 
 class Pending(Protocol):
@@ -80,6 +99,7 @@ class Context:
     redirected_dgram: dict[tuple[int, int], tuple[SockAddr, tuple[str, int]]] = field(
         default_factory=dict
     )
+    unix: UnixPeers | None = None  # without it, named unix addresses are refused
 
 
 class Handler(Protocol):
@@ -202,6 +222,16 @@ def _on_address(
     if sock is None:
         refuse(pid, regs, errno.EBADF)
         return
+    if sock.domain == AF_UNIX:
+        data = b""
+        if call == "sendto":
+            if regs.rdx > MAX_UNIX_SEND:
+                refuse(pid, regs, errno.EMSGSIZE)
+                return
+            data = ctx.tracees.read(pid, regs.rsi, regs.rdx) if regs.rdx else b""
+        _unix_call(ctx, pid, regs, call, fd, raw if length <= SOCKADDR_UN_MAX else None,
+                   data, regs.r10)  # fmt: skip
+        return
     decision = ctx.policy.decide(sock, addr, send=call != "connect")
     _log(ctx, pid, call, addr, decision)
     if decision.action is Action.REFUSE:
@@ -274,14 +304,14 @@ def _private(scratch: Scratch, header: MsgHdr, name: bytes, control: bytes) -> b
     ).pack()
 
 
-def _inet_sender(ctx: Context, pid: int, regs: Registers) -> Socket | None:
-    """The internet socket a sendmsg/sendmmsg writes to; None when the call has been
-    settled here (a local socket passes, a closed descriptor fails)."""
+def _sender(ctx: Context, pid: int, regs: Registers) -> Socket | None:
+    """The internet or unix socket a sendmsg/sendmmsg writes to; None when the call has been
+    settled here (a netlink socket passes, a closed descriptor fails)."""
     sock = _socket(ctx, pid, regs.rdi, SockAddr(AF_UNSPEC))
     if sock is None:
         refuse(pid, regs, errno.EBADF)
         return None
-    if not sock.is_inet:
+    if not sock.is_inet and sock.domain != AF_UNIX:
         decision = ctx.policy.decide(sock, SockAddr(sock.domain), send=True)
         if decision.action is Action.REFUSE:
             refuse(pid, regs, decision.errno)
@@ -289,6 +319,105 @@ def _inet_sender(ctx: Context, pid: int, regs: Registers) -> Socket | None:
             resume(pid)
         return None
     return sock
+
+
+def _unix_call(
+    ctx: Context,
+    pid: int,
+    regs: Registers,
+    call: str,
+    fd: int,
+    raw: bytes | None,
+    data: bytes = b"",
+    flags: int = 0,
+) -> None:
+    """A unix socket's connect (or send of `data`) to the address `raw`: decided on the
+    socket the name reaches, made here, and the target's call skipped with its result.
+    `raw` None: an address longer than any unix address (the kernel says EINVAL)."""
+    if raw is None:
+        refuse(pid, regs, errno.EINVAL)
+        return
+    addr = parse_sockaddr(raw)
+    named = addr.family == AF_UNIX and len(raw) > 2
+    resolved = None
+    try:
+        address = raw  # nothing named: it dissolves an association or fails, on this copy
+        if named:
+            if ctx.unix is None:
+                refuse(pid, regs, errno.EACCES)
+                return
+            resolved = ctx.unix.resolve(pid, raw)
+            decision = ctx.policy.decide_unix(addr.host, resolved.peer, resolved.error)
+            _log(ctx, pid, call, addr, decision)
+            if decision.action is Action.REFUSE:
+                refuse(pid, regs, decision.errno)
+                return
+            address = resolved.address(raw)
+        copy = ctx.tracees.getfd(pid, fd)
+        if copy is None or ctx.unix is None:
+            refuse(pid, regs, errno.EBADF if copy is None else errno.EACCES)
+            return
+        try:
+            if call == "connect":
+                result = ctx.unix.connect(copy, address)
+            else:
+                result = ctx.unix.sendto(copy, data, flags, address)
+        finally:
+            os.close(copy)
+    finally:
+        if resolved is not None:
+            resolved.close()
+    complete(pid, regs, result)
+
+
+def _gather(ctx: Context, pid: int, header: MsgHdr) -> bytes | None:
+    """The bytes a sendmsg would send (its iovecs, read now); None past MAX_UNIX_SEND."""
+    if header.iovlen > UIO_MAXIOV:
+        return None
+    vectors = ctx.tracees.read(pid, header.iov, header.iovlen * IOVEC.size)
+    parts: list[bytes] = []
+    total = 0
+    for i in range(header.iovlen):
+        base, size = IOVEC.unpack_from(vectors, i * IOVEC.size)
+        total += size
+        if total > MAX_UNIX_SEND:
+            return None
+        if size:
+            parts.append(ctx.tracees.read(pid, base, size))
+    return b"".join(parts)
+
+
+def _unix_sendmsg(ctx: Context, pid: int, regs: Registers, header: MsgHdr) -> None:
+    if header.name and header.namelen:
+        if header.controllen:  # the tracer sends without the target's descriptors
+            refusal = Decision(
+                Action.REFUSE, "control data on a unix send that names an address",
+                errno=errno.EPERM,
+            )  # fmt: skip
+            _log(ctx, pid, "sendmsg", SockAddr(AF_UNIX), refusal, "(control message)")
+            refuse(pid, regs, errno.EPERM)
+            return
+        data = _gather(ctx, pid, header)
+        if data is None:
+            refuse(pid, regs, errno.EMSGSIZE)
+            return
+        raw = ctx.tracees.read(pid, header.name, min(header.namelen, MAX_SOCKADDR))
+        fits = header.namelen <= SOCKADDR_UN_MAX
+        _unix_call(ctx, pid, regs, "sendmsg", regs.rdi, raw if fits else None, data, regs.rdx)
+        return
+    scratch = Scratch(regs.rsp)
+    restore = {"rsi": regs.rsi}
+    regs.rsi = scratch.put(_nameless(header).pack())
+    ctx.tracees.write_scratch(pid, scratch)
+    setregs(pid, regs)
+    ctx.pending[pid] = PendingRestore(restore)
+    resume_to_exit(pid)
+
+
+def _nameless(header: MsgHdr) -> MsgHdr:
+    """A unix message's header with no address (its control data stays the caller's:
+    descriptors and credentials passed between the target's own processes)."""
+    return header.pointing_at(0, 0, header.control, header.controllen)
 
 
 # -- the handlers ----------------------------------------------------------------------
@@ -309,8 +438,11 @@ def on_sendmsg(ctx: Context, pid: int, regs: Registers) -> None:
     header = MsgHdr.unpack(ctx.tracees.read(pid, regs.rsi, MSGHDR.size))
     # even a header with no address: the kernel must read the copy that was checked, not
     # the caller's, which another thread could give an address after the check
-    sock = _inet_sender(ctx, pid, regs)
+    sock = _sender(ctx, pid, regs)
     if sock is None:
+        return
+    if sock.domain == AF_UNIX:
+        _unix_sendmsg(ctx, pid, regs, header)
         return
     refusal, name, control = _check_message(ctx, pid, sock, header)
     if refusal is not None:
@@ -331,8 +463,11 @@ def on_sendmmsg(ctx: Context, pid: int, regs: Registers) -> None:
     raw = ctx.tracees.read(pid, regs.rsi, count * MMSGHDR_SIZE)
     headers = [MsgHdr.unpack(raw[i * MMSGHDR_SIZE :]) for i in range(count)]
     restore = {"rsi": regs.rsi, "rdx": regs.rdx}
-    sock = _inet_sender(ctx, pid, regs)
+    sock = _sender(ctx, pid, regs)
     if sock is None:
+        return
+    if sock.domain == AF_UNIX:
+        _unix_sendmmsg(ctx, pid, regs, headers, restore)
         return
     checked: list[tuple[MsgHdr, bytes, bytes]] = []
     room = Scratch.LIMIT - 16
@@ -359,6 +494,33 @@ def on_sendmmsg(ctx: Context, pid: int, regs: Registers) -> None:
     setregs(pid, regs)
     ctx.pending[pid] = PendingRestore(restore, (regs.rsi, restore["rsi"], len(checked)))
     resume_to_exit(pid)  # stop at the exit to copy msg_len back
+
+
+def _unix_sendmmsg(
+    ctx: Context, pid: int, regs: Registers, headers: list[MsgHdr], restore: dict[str, int]
+) -> None:
+    """Unix messages go as private nameless copies; one that names an address is refused
+    (connect the socket first, or send them one at a time)."""
+    if not headers:
+        resume(pid)  # sends nothing
+        return
+    if any(header.name and header.namelen for header in headers):
+        refusal = Decision(Action.REFUSE, "sendmmsg naming unix addresses", errno=errno.EPERM)
+        _log(ctx, pid, "sendmmsg", SockAddr(AF_UNIX), refusal, "(unix addresses)")
+        refuse(pid, regs, errno.EPERM)
+        return
+    fit = min(len(headers), (Scratch.LIMIT - 16) // MMSGHDR_SIZE)
+    if fit == 0:
+        refuse(pid, regs, errno.ENOBUFS)
+        return
+    scratch = Scratch(regs.rsp)
+    copies = b"".join(_nameless(h).pack().ljust(MMSGHDR_SIZE, b"\0") for h in headers[:fit])
+    regs.rsi = scratch.put(copies)
+    regs.rdx = fit
+    ctx.tracees.write_scratch(pid, scratch)
+    setregs(pid, regs)
+    ctx.pending[pid] = PendingRestore(restore, (regs.rsi, restore["rsi"], fit))
+    resume_to_exit(pid)
 
 
 @register("recvfrom")

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import os
 import signal
+import socket
 import struct
 import time
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,7 @@ from pytest_incident.sandbox.tracer.tracee import (
     refuse,
     resume,
 )
+from pytest_incident.sandbox.tracer.unixpeers import UnixPeers
 
 WALL = 0x40000000
 PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC = 1, 2, 3, 4
@@ -100,11 +102,19 @@ class Tracer:
         policy: SandboxPolicy,
         events: EventLog,
         handlers: Mapping[str, Handler] = HANDLERS,
+        outside_diag: socket.socket | None = None,
     ) -> None:
+        """`outside_diag`: a sock_diag socket of the host's network namespace, when the
+        tracer has joined the target's (tracer/unixpeers.py)."""
         self.policy = policy
         self.events = events
         self.memory = Tracees()
-        self.ctx = Context(policy, self.memory, events.write)
+        self.ctx = Context(
+            policy,
+            self.memory,
+            events.write,
+            unix=UnixPeers(policy.unix_allow, policy.unix_sink, lambda: self.tracees, outside_diag),
+        )
         # by syscall number, as seccomp stops report it
         self.handlers: dict[int, Handler] = {seccomp.NR[n]: h for n, h in handlers.items()}
         self.tracees: set[int] = set()
@@ -224,6 +234,11 @@ class Tracer:
     def _kill(self, pid: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Let go of what the handlers hold (the sock_diag socket)."""
+        if self.ctx.unix is not None:
+            self.ctx.unix.close()
 
     def kill_all(self) -> None:
         self.stopping = True

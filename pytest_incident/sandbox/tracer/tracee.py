@@ -79,8 +79,13 @@ def resume_to_exit(pid: int) -> None:
 
 def refuse(pid: int, regs: Registers, err: int) -> None:
     """Skip the call: it returns -err without reaching the kernel."""
+    complete(pid, regs, -err)
+
+
+def complete(pid: int, regs: Registers, result: int) -> None:
+    """Skip the call: it returns `result` (-errno on failure), which the tracer made."""
     regs.orig_rax = U64  # -1: skip the call
-    regs.rax = (-err) & U64
+    regs.rax = result & U64
     pt.ptrace_setregs(pid, regs)
     pt.ptrace_cont(pid, 0)
 
@@ -156,16 +161,27 @@ class Tracees:
             self.pidfds[pid] = pidfd
         return pidfd
 
+    def getfd(self, pid: int, fd: int) -> int | None:
+        """A copy of the calling thread's descriptor `fd` (pidfd_getfd: the same open file,
+        the tracer's to close); None when fd is not open there. OSError when descriptors
+        cannot be copied here."""
+        copy = self.libc.syscall(SYS_PIDFD_GETFD, self._pidfd(pid), int(fd), 0)
+        if copy < 0:
+            err = ctypes.get_errno()
+            if err == errno.EBADF:
+                return None
+            raise OSError(err, "pidfd_getfd")
+        return int(copy)
+
     def sock_info(self, pid: int, fd: int) -> tuple[int, int] | None:
         """(SO_DOMAIN, SO_TYPE) of the calling thread's descriptor through pidfd_getfd;
         None when fd is not open there; (0, 0) when descriptors cannot be inspected here."""
         try:
-            pidfd = self._pidfd(pid)
+            copy = self.getfd(pid, fd)
         except OSError:
             return (0, 0)
-        copy = self.libc.syscall(SYS_PIDFD_GETFD, pidfd, int(fd), 0)
-        if copy < 0:
-            return None if ctypes.get_errno() == errno.EBADF else (0, 0)
+        if copy is None:
+            return None
         try:
             return (self._sockopt(copy, SO_DOMAIN), self._sockopt(copy, socket.SO_TYPE))
         finally:

@@ -30,9 +30,13 @@ from pytest_incident.spec.scalars import check_host_port
 from pytest_incident.spec.section import TEXT_OR_LIST, Section, mapping
 from pytest_incident.spec.yaml_loader import KeyPath
 
+UNIX_PREFIX = "unix:"
+SUN_PATH_MAX = 107  # bytes of a socket file's path (sockaddr_un, less its NUL)
+
 
 def parse(reader: SectionReader, data: dict[str, Any]) -> SandboxSpec | None:
-    allow = _endpoints(reader, data, "allow")
+    allow_unix = _unix_paths(reader, data)
+    allow = _endpoints(reader, data, "allow", unix_ok=True)
     jobs = JobsMode(data.get("jobs", JobsMode.RECORD.value))
     explicit_queues = "queues" in data
     queues = (
@@ -44,11 +48,14 @@ def parse(reader: SectionReader, data: dict[str, Any]) -> SandboxSpec | None:
     normalize = _normalizers(reader, data.get("normalize") or [])
     if allow is None or queues is None or match_on is None or normalize is None:
         return None
+    if allow_unix is None:
+        return None
     if jobs is JobsMode.RECORD and not _queues_apart(reader, data, allow, queues, explicit_queues):
         return None
     return SandboxSpec(
         outbound=OutboundMode(data.get("outbound", OutboundMode.STUB.value)),
         allow=allow,
+        allow_unix=allow_unix,
         unmatched=UnmatchedMode(data.get("unmatched", UnmatchedMode.ERROR.value)),
         email=EmailMode(data.get("email", EmailMode.STUB.value)),
         jobs=jobs,
@@ -68,7 +75,11 @@ def _queues_apart(
 ) -> bool:
     """An endpoint is either live or a job queue: compared as resolved addresses."""
     queued = addresses_of(queues)
-    paths = [path for path, _ in reader.items(data, "allow", ("sandbox",))]
+    paths = [
+        path
+        for path, text in reader.items(data, "allow", ("sandbox",))
+        if not text.strip().startswith(UNIX_PREFIX)
+    ]
     for path, endpoint in zip(paths, allow, strict=True):
         if not endpoint.addresses & queued:
             continue
@@ -89,14 +100,41 @@ def _queues_apart(
     return True
 
 
+def _unix_paths(reader: SectionReader, data: dict[str, Any]) -> tuple[str, ...] | None:
+    """`unix:/path` entries of sandbox.allow: socket files that pass live."""
+    found: list[str] = []
+    ok = True
+    for path, text in reader.items(data, "allow", ("sandbox",)):
+        entry = text.strip()
+        if not entry.startswith(UNIX_PREFIX):
+            continue
+        socket_file = entry[len(UNIX_PREFIX) :]
+        problem = ""
+        if not socket_file.startswith("/"):
+            problem = "an absolute path to a socket file"
+        elif "\0" in socket_file or len(socket_file.encode()) > SUN_PATH_MAX:
+            problem = f"a path of at most {SUN_PATH_MAX} bytes, without NUL"
+        if problem:
+            reader.fail(path, f"{entry!r}: a unix: entry is {problem} (unix:/run/app.sock)")
+            ok = False
+        else:
+            found.append(socket_file)
+    return tuple(found) if ok else None
+
+
 def _endpoints(
-    reader: SectionReader, data: dict[str, Any], key: str
+    reader: SectionReader, data: dict[str, Any], key: str, *, unix_ok: bool = False
 ) -> tuple[LoopbackEndpoint, ...] | None:
-    """`host:port` entries that stand for loopback endpoints, resolved once here."""
+    """`host:port` entries that stand for loopback endpoints, resolved once here (`unix:`
+    entries, where `unix_ok`, are _unix_paths')."""
     found: list[LoopbackEndpoint] = []
     ok = True
     for path, text in reader.items(data, key, ("sandbox",)):
+        if unix_ok and text.strip().startswith(UNIX_PREFIX):
+            continue
         problem = check_host_port(text.strip())
+        if problem is not None and unix_ok:
+            problem += ", or 'unix:/path' for a socket file"
         if problem is None:
             try:
                 found.append(LoopbackEndpoint.parse(text.strip()))
