@@ -7,7 +7,8 @@ as JSON what reached any of those listeners. Never any other address.
 
 MODE: netns (the target in a network namespace of its own), ptrace (the tracer alone) or bare
 (no sandbox at all: proves the program really tries to get out).
-The program gets the outside addresses in the environment: OUT4, OUT6, OUT_PORT, HOST_PORT.
+The program gets the outside addresses in the environment: OUT4, OUT6, OUT_PORT, HOST_PORT,
+and UNIX_DAEMON, UNIX_DGRAM: a host daemon's stream and datagram socket files (hits "unix").
 """
 
 from __future__ import annotations
@@ -87,6 +88,37 @@ def main() -> int:
     udp(socket.AF_INET, OUT4, out_port)
     udp(socket.AF_INET6, OUT6, out_port)
     host_port = tcp(socket.AF_INET, "127.0.0.1", 0)  # a host service on loopback
+    daemons = tempfile.TemporaryDirectory()  # a host daemon's sockets (docker.sock, syslog)
+    unix_daemon, unix_dgram = f"{daemons.name}/daemon.sock", f"{daemons.name}/dgram.sock"
+    stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stream.bind(unix_daemon)
+    stream.listen(512)
+    listeners.append(stream)
+    dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dgram.bind(unix_dgram)
+    listeners.append(dgram)
+
+    def unix_accept() -> None:
+        while True:
+            try:
+                conn, _ = stream.accept()
+            except OSError:
+                return
+            with lock:
+                hits.append("unix stream")
+            conn.close()
+
+    def unix_read() -> None:
+        while True:
+            try:
+                dgram.recv(65536)
+            except OSError:
+                return
+            with lock:
+                hits.append("unix dgram")
+
+    threading.Thread(target=unix_accept, daemon=True).start()
+    threading.Thread(target=unix_read, daemon=True).start()
 
     network: Network = NamespaceNetwork() if mode == "netns" else HostNetwork()
     allow = frozenset({("127.0.0.1", host_port)}) if allow_host else frozenset()
@@ -102,11 +134,13 @@ def main() -> int:
             argv, fds = [sys.executable, str(program)], []
         env = {**os.environ, "OUT4": OUT4, "OUT6": OUT6}
         env.update(OUT_PORT=str(out_port), HOST_PORT=str(host_port))
+        env.update(UNIX_DAEMON=unix_daemon, UNIX_DGRAM=unix_dgram)
         proc = subprocess.run(
             argv, env=env, pass_fds=fds, capture_output=True, text=True, timeout=120
         )
     time.sleep(0.2)  # let the listeners' threads count the last arrivals
     network.close()
+    daemons.cleanup()
     with lock:
         found = sorted(set(hits))
         count = len(hits)
