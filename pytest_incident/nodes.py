@@ -213,6 +213,7 @@ class IncidentItem(pytest.Function):
         verdict = judge(self.request, result, spec.expect, spec.sandbox.unmatched, snapshot)
         self.user_properties.append((reporting.NOW, result.status))
         self.user_properties.append((reporting.RESOLVED, verdict.resolved))
+        self.user_properties.append((reporting.SNAPSHOT_ONLY, verdict.snapshot_only))
         self.ihook.pytest_incident_replayed(item=self, result=result, verdict=verdict)
         if verdict.writes:  # information, not a failure: a fix may well write differently
             self.add_report_section("call", "database writes (production | replay)", verdict.writes)

@@ -2,6 +2,10 @@
 # under xdist, where the reports reach the controller):
 #
 #     2024-05-signup: 47 replayed, 45 passing (3 resolved), 2 still failing (1 regressed)
+#
+# A failing item whose only problem is its snapshot is counted apart, as a new snapshot or a
+# changed one, never as a regression; "regressed" is an item that was fine in production and
+# fails now for any other reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,6 +18,7 @@ INCIDENT = "incident"
 FAILED_BEFORE = "incident_failed_before"
 NOW = "incident_now"
 RESOLVED = "incident_resolved"
+SNAPSHOT_ONLY = "incident_snapshot_only"  # "new" / "changed" when that is the only problem
 NOT_ISOLATED = "incident_not_isolated"  # why the target shared the host's network
 
 
@@ -24,6 +29,8 @@ class IncidentSummary:
     failing: int = 0
     resolved: int = 0
     regressed: int = 0
+    new_snapshots: int = 0
+    changed_snapshots: int = 0
 
 
 class IncidentReporter:
@@ -48,7 +55,13 @@ class IncidentReporter:
             summary.resolved += bool(props.get(RESOLVED))
         else:
             summary.failing += 1
-            summary.regressed += not props.get(FAILED_BEFORE)
+            snapshot_only = props.get(SNAPSHOT_ONLY)
+            if snapshot_only == "new":
+                summary.new_snapshots += 1
+            elif snapshot_only == "changed":
+                summary.changed_snapshots += 1
+            else:
+                summary.regressed += not props.get(FAILED_BEFORE)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.summaries:
@@ -65,7 +78,12 @@ def summary_line(name: str, s: IncidentSummary) -> str:
     if s.resolved:
         line += f" ({s.resolved} resolved)"
     if s.failing:
-        line += f", {s.failing} still failing ({s.regressed} regressed)"
+        parts = [f"{s.regressed} regressed"]
+        if s.new_snapshots:
+            parts.append(f"{s.new_snapshots} new snapshot(s): --snapshot-update accepts them")
+        if s.changed_snapshots:
+            parts.append(f"{s.changed_snapshots} snapshot(s) changed")
+        line += f", {s.failing} still failing ({', '.join(parts)})"
     return line
 
 

@@ -55,10 +55,11 @@ def check_snapshot(fixture: object, log: SideEffectLog, config: pytest.Config) -
         diff = []
     elif result.recalled_data is None:
         problem = (
-            f"no snapshot of the side-effect log in {location} yet; "
-            "run with --snapshot-update to record it"
+            f"new snapshot: the side-effect log has none in {location} yet; "
+            "--snapshot-update accepts it"
         )
         diff = [line for line in diff if not line.startswith("Snapshot '")]
+        return SnapshotCheck(False, location, result.snapshot_name, problem, tuple(diff), new=True)
     else:
         problem = (
             f"the side-effect log differs from its snapshot in {location} "

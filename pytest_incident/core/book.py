@@ -21,6 +21,7 @@ class Reply:
     hold: bool = False  # recorded as a timeout: never answer
     refusal: str = ""  # unmatched: the explanation (sent as a 502 body for ERROR)
     drop: bool = False  # unmatched with BLOCK: close without answering
+    reset: bool = False  # recorded as a failed call (reset, refused): reset, after its latency
     done: threading.Event | None = None  # set when the item that asked has ended
 
 
@@ -73,6 +74,11 @@ class ReplayBook:
                     detail = f"recorded #{call.order} timed out: never answered"
                     self.log.add(Effect(Outcome.HELD, what, detail, EffectKind.HTTP))
                     return Reply(call, hold=True, done=done)
+                if call.status is None:  # failed without an answer: reproduced as a reset
+                    error = call.error_type or "no answer recorded"
+                    detail = f"-> connection reset (recorded #{call.order}: {error})"
+                    self.log.add(Effect(Outcome.SERVED, what, detail, EffectKind.HTTP))
+                    return Reply(call, delay_s=delay, reset=True, done=done)
                 detail = f"-> {call.status} (recorded #{call.order})"
                 self.log.add(Effect(Outcome.SERVED, what, detail, EffectKind.HTTP))
                 return Reply(call, delay_s=delay, done=done)

@@ -2,9 +2,9 @@
 # incident's expectations and the snapshot comparison in; one Verdict with every problem
 # (not just the first) out. Pure; the only place that decides whether an item passes.
 #
-# Vocabulary: a request "failed" when it answered 5xx or not at all; it "succeeds" when it
-# answered below 400. `resolved` = failed in production, succeeds now. `regressed` = did not
-# fail in production, fails now.
+# Vocabulary: a request "failed" when it answered 5xx or not at all; it is "resolved" when it
+# failed in production and now answers as `expect.resolved` says (below 400 unless the file
+# says otherwise: a fix may answer 409). `regressed` = did not fail in production, fails now.
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,7 +13,7 @@ from pytest_incident.core.writes import compare_writes
 from pytest_incident.model.effects import Outcome
 from pytest_incident.model.recorded import RecordedRequest
 from pytest_incident.model.result import ReplayResult, SnapshotCheck
-from pytest_incident.model.spec import Expect, UnmatchedMode
+from pytest_incident.model.spec import RESOLVED_DEFAULT, Expect, StatusCondition, UnmatchedMode
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class Verdict:
     fails_now: bool
     snapshot: SnapshotCheck | None = None  # None: no snapshot asserted
     writes: str = ""  # production's writes beside the replay's, when they differ
+    resolves: StatusCondition = RESOLVED_DEFAULT  # what a resolved request answers now
 
     @property
     def passed(self) -> bool:
@@ -32,11 +33,22 @@ class Verdict:
 
     @property
     def resolved(self) -> bool:
-        return self.failed_before and self.now is not None and self.now < 400
+        return self.failed_before and self.now is not None and self.resolves.matches(self.now)
 
     @property
     def regressed(self) -> bool:
         return not self.failed_before and self.fails_now
+
+    @property
+    def snapshot_only(self) -> str:
+        """The snapshot's state, "new" or "changed", when it is the item's only problem and
+        the request did not regress; else ""."""
+        snapshot = self.snapshot
+        if snapshot is None or snapshot.matched or self.problems != (snapshot.problem,):
+            return ""
+        if self.regressed:
+            return ""
+        return "new" if snapshot.new else "changed"
 
     def transition(self) -> str:
         def show(status: int | None) -> str:
@@ -60,11 +72,12 @@ def judge(
         problems.append(f"no answer from the target: {result.error or 'unknown error'}")
     elif expect.status is not None and not expect.status.matches(now):
         problems.append(f"status {now} does not satisfy expect.status {expect.status}")
-    if expect.resolved and recorded.failed and (now is None or now >= 400):
+    resolves = expect.resolved or RESOLVED_DEFAULT
+    if expect.resolved and recorded.failed and (now is None or not resolves.matches(now)):
         was = recorded.status if recorded.status is not None else "no answer"
         problems.append(
             f"failed in production ({was}) and is not resolved "
-            f"(now {now if now is not None else 'no answer'}; resolved means < 400)"
+            f"(now {now if now is not None else 'no answer'}; expect.resolved is {resolves})"
         )
     if unmatched is UnmatchedMode.ERROR:
         for miss in result.effects:
@@ -84,4 +97,5 @@ def judge(
         fails_now=now is None or now >= 500,
         snapshot=snapshot,
         writes=writes,
+        resolves=resolves,
     )

@@ -32,3 +32,4 @@ class SnapshotCheck:
     name: str
     problem: str = ""  # one line for the item's problems; "" when matched
     diff: tuple[str, ...] = ()  # syrupy's diff: `-` snapshot, `+` now
+    new: bool = False  # no snapshot recorded yet (not a change)

@@ -34,7 +34,10 @@ _STATUS_OPS: Mapping[str, Callable[[int, int], bool]] = MappingProxyType(
         "class": lambda a, b: a // 100 == b,
     }
 )
-_STATUS_FORMS = "500, ==500, !=500, <500, <=499, >200, >=500, 5xx (codes 100-599, classes 1xx-5xx)"
+_STATUS_FORMS = (
+    "500, ==500, !=500, <500, <=499, >200, >=500, 5xx (codes 100-599, classes 1xx-5xx), "
+    "or any of them: 2xx,409,422"
+)
 
 
 class OutboundMode(enum.Enum):
@@ -69,13 +72,17 @@ class ScheduledMode(enum.Enum):
 
 @dataclass(frozen=True)
 class StatusCondition:
-    """`<500`, `<=499`, `>=500`, `>200`, `==200`, `!=500`, `500` or a class such as `5xx`."""
+    """`<500`, `<=499`, `>=500`, `>200`, `==200`, `!=500`, `500` or a class such as `5xx`;
+    or a comma-separated list of them, which any one satisfies (`2xx,409,422`)."""
 
-    op: str  # "<", "<=", ">", ">=", "==", "!=", or "class" (value = first digit)
+    op: str  # "<", "<=", ">", ">=", "==", "!=", "class" (value = first digit), or "any"
     value: int
     text: str
+    any_of: tuple[StatusCondition, ...] = ()  # for "any"
 
     def matches(self, status: int) -> bool:
+        if self.op == "any":
+            return any(part.matches(status) for part in self.any_of)
         return _STATUS_OPS[self.op](status, self.value)
 
     def __str__(self) -> str:
@@ -86,6 +93,9 @@ class StatusCondition:
         if isinstance(text, bool) or not isinstance(text, int | str):
             raise ValueError(f"not a status condition: {text!r}; allowed: {_STATUS_FORMS}")
         source = str(text).strip()
+        if "," in source:
+            parts = tuple(cls.parse(part) for part in source.split(","))
+            return cls("any", 0, source, parts)
         match = _STATUS_CLASS_RE.fullmatch(source)
         if match:
             return cls("class", int(match.group(1)), source)
@@ -93,6 +103,10 @@ class StatusCondition:
         if match and 100 <= int(match.group(2)) <= 599:
             return cls(match.group(1) or "==", int(match.group(2)), source)
         raise ValueError(f"{source!r} is not a status condition; allowed: {_STATUS_FORMS}")
+
+
+# what `expect.resolved: true` means, and what the summary counts as resolved otherwise
+RESOLVED_DEFAULT = StatusCondition("<", 400, "<400")
 
 
 @dataclass(frozen=True)
@@ -161,7 +175,8 @@ class SandboxSpec:
 @dataclass(frozen=True)
 class Expect:
     status: StatusCondition | None = None
-    resolved: bool = False
+    # requests that failed in production must now answer so (None: not asserted)
+    resolved: StatusCondition | None = None
     mutations: MutationsMode = MutationsMode.IGNORE
     # what varies between runs, replaced in the side-effect log before it is compared
     normalize: tuple[Normalizer, ...] = tuple(BUILTIN_NORMALIZERS[n] for n in DEFAULT_NORMALIZE)

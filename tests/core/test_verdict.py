@@ -10,7 +10,7 @@ from pytest_incident.model.effects import Effect, Outcome
 from pytest_incident.model.mutations import COMMITTED, Mutation
 from pytest_incident.model.recorded import DatabaseWrite, RecordedRequest
 from pytest_incident.model.result import ReplayResult, SnapshotCheck
-from pytest_incident.model.spec import Expect, StatusCondition, UnmatchedMode
+from pytest_incident.model.spec import RESOLVED_DEFAULT, Expect, StatusCondition, UnmatchedMode
 
 from ..spans import db_span, recorded_request
 
@@ -43,8 +43,9 @@ def judge(
     effects: Sequence[Effect],
     expect: Expect,
     unmatched: UnmatchedMode = UnmatchedMode.ERROR,
+    snapshot: SnapshotCheck | None = None,
 ) -> Verdict:
-    return core_judge(request, result(now, error, effects), expect, unmatched)
+    return core_judge(request, result(now, error, effects), expect, unmatched, snapshot)
 
 
 def test_clean_pass() -> None:
@@ -77,29 +78,53 @@ def test_no_answer_is_not_also_a_status_mismatch() -> None:
 
 
 def test_not_resolved() -> None:
-    expect = Expect(resolved=True)
+    expect = Expect(resolved=RESOLVED_DEFAULT)
     verdict = judge(recorded(500), 500, "", [], expect)
     assert len(verdict.problems) == 1
     assert "failed in production (500) and is not resolved (now 500" in verdict.problems[0]
     assert (
         judge(recorded(500), 404, "", [], expect)
         .problems[0]
-        .endswith("(now 404; resolved means < 400)")
+        .endswith("(now 404; expect.resolved is <400)")
     )
     assert judge(recorded(500), 302, "", [], expect).passed
 
 
 def test_not_resolved_without_any_answer() -> None:
-    verdict = judge(recorded(None, "Error"), None, "hung", [], Expect(resolved=True))
+    verdict = judge(recorded(None, "Error"), None, "hung", [], Expect(resolved=RESOLVED_DEFAULT))
     assert verdict.problems == (
         "no answer from the target: hung",
         "failed in production (no answer) and is not resolved "
-        "(now no answer; resolved means < 400)",
+        "(now no answer; expect.resolved is <400)",
     )
 
 
+def test_a_fix_that_answers_409_can_count_as_resolved() -> None:
+    """expect.resolved as a status condition: a correct fix may refuse the duplicate."""
+    expect = Expect(resolved=StatusCondition.parse("2xx,409,422"))
+    conflict = judge(recorded(500), 409, "", [], expect)
+    assert conflict.passed and conflict.resolved
+    assert judge(recorded(500), 201, "", [], expect).resolved
+    other = judge(recorded(500), 404, "", [], expect)  # the twin: outside the condition
+    assert not other.resolved
+    assert other.problems == (
+        "failed in production (500) and is not resolved (now 404; expect.resolved is 2xx,409,422)",
+    )
+    # without the condition, 409 is not resolved (< 400 is the default)
+    assert not judge(recorded(500), 409, "", [], Expect(resolved=RESOLVED_DEFAULT)).passed
+
+
+def test_snapshot_only_failures_are_told_apart() -> None:
+    new = SnapshotCheck(False, "s.ambr", "x", "new snapshot: ...", new=True)
+    changed = SnapshotCheck(False, "s.ambr", "x", "differs", ("-a", "+b"))
+    assert judge(recorded(200), 200, "", [], Expect(), snapshot=new).snapshot_only == "new"
+    assert judge(recorded(200), 200, "", [], Expect(), snapshot=changed).snapshot_only == "changed"
+    both = judge(recorded(200), 500, "", [], Expect(), snapshot=changed)  # and a regression
+    assert both.snapshot_only == "" and both.regressed
+
+
 def test_resolved_expectation_ignores_requests_that_did_not_fail() -> None:
-    assert judge(recorded(200), 404, "", [], Expect(resolved=True)).passed
+    assert judge(recorded(200), 404, "", [], Expect(resolved=RESOLVED_DEFAULT)).passed
 
 
 def test_unmatched_calls_fail_each_one_named() -> None:
@@ -117,7 +142,7 @@ def test_unmatched_calls_tolerated_when_configured() -> None:
 
 
 def test_all_problems_are_reported_together() -> None:
-    expect = Expect(status=StatusCondition.parse("2xx"), resolved=True)
+    expect = Expect(status=StatusCondition.parse("2xx"), resolved=RESOLVED_DEFAULT)
     verdict = judge(recorded(502), 500, "", [MISS], expect)
     assert len(verdict.problems) == 3
 

@@ -292,16 +292,23 @@ def test_first_update_records_each_requests_log(welcome: pytest.Pytester) -> Non
 def test_missing_snapshot_fails_the_item_and_says_how_to_record_it(
     welcome: pytest.Pytester,
 ) -> None:
-    result = welcome.runpytest("--incident=welcome", "-x")
-    result.assert_outcomes(failed=1)
+    result = welcome.runpytest("--incident=welcome")
+    result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
             "status: 200 -> 200   (was -> now)",
             "problems:",
-            f"  - no snapshot of the side-effect log in {SNAPSHOT_FILE} yet; "
-            "run with --snapshot-update to record it",
+            f"  - new snapshot: the side-effect log has none in {SNAPSHOT_FILE} yet; "
+            "--snapshot-update accepts it",
             "side-effect log [[]GET /health[[]*]]  (- snapshot, + now):",
             f"*+*{EMAIL_LINE}*",
+        ]
+    )
+    # new snapshots are not regressions
+    result.stdout.fnmatch_lines(
+        [
+            "welcome: 2 replayed, 0 passing, 2 still failing "
+            "(0 regressed, 2 new snapshot(s): --snapshot-update accepts them)"
         ]
     )
     assert not (welcome.path / SNAPSHOT_FILE).exists()
@@ -332,6 +339,9 @@ def test_changed_log_fails_with_a_diff_until_accepted(welcome: pytest.Pytester) 
         ]
     )
     result.stdout.fnmatch_lines(["2 snapshots failed."])
+    result.stdout.fnmatch_lines(
+        ["welcome: 2 replayed, 0 passing, 2 still failing (0 regressed, 2 snapshot(s) changed)"]
+    )
     output = result.stdout.str()
     assert "Traceback" not in output
     assert "pytest_incident/" not in output  # no plugin frames

@@ -15,6 +15,7 @@ from pytest_incident.model.errors import IncidentFileError
 from pytest_incident.model.normalizers import BUILTIN_NORMALIZERS, PatternNormalizer
 from pytest_incident.model.spans import parse_timestamp
 from pytest_incident.model.spec import (
+    RESOLVED_DEFAULT,
     Expect,
     IncidentSpec,
     OutboundMode,
@@ -119,7 +120,9 @@ def test_full_file_loads_into_dataclasses(tmp_path: Path) -> None:
         allow=(LoopbackEndpoint.parse("localhost:5432"), LoopbackEndpoint.parse("[::1]:6380")),
         unmatched=UnmatchedMode.BLOCK,
     )
-    assert spec.expect == Expect(status=StatusCondition("<", 500, "<500"), resolved=True)
+    assert spec.expect == Expect(
+        status=StatusCondition("<", 500, "<500"), resolved=RESOLVED_DEFAULT
+    )
     assert spec.usefixtures == ("signup_db",)
     assert spec.line == 1
     assert spec.lines["select.routes"] == 7
@@ -136,7 +139,7 @@ def test_minimal_file_gets_the_defaults(tmp_path: Path) -> None:
     assert spec.target == Target(wsgi="examples.signup.app:app", command=None, env={}, cwd=None)
     assert spec.target.ready_timeout_s == 30.0
     assert spec.sandbox == SandboxSpec(OutboundMode.STUB, (), UnmatchedMode.ERROR)
-    assert spec.expect == Expect(status=None, resolved=False)
+    assert spec.expect == Expect(status=None, resolved=None)
     assert spec.usefixtures == ()
 
 
@@ -246,9 +249,9 @@ def test_unknown_nested_key(tmp_path: Path) -> None:
         ("select: [signup]\n", 4, "select: expected a mapping, got a list"),
         ("title: {a: 1}\n", 4, "title: expected a string, got a mapping"),
         (
-            "expect: {resolved: 'yes'}\n",
+            "expect: {resolved: [yes]}\n",
             4,
-            "expect.resolved: expected a boolean (true/false), got a string ('yes')",
+            "expect.resolved: expected a boolean (true/false), a string or an integer, got a list",
         ),
         (
             "sandbox:\n  allow: 5432\n",
@@ -407,6 +410,30 @@ def test_bad_allow_destination(tmp_path: Path, allow: str) -> None:
     assert err.line == 5
     assert err.message.startswith("sandbox.allow[0]: ")
     assert "host:port" in err.message
+
+
+@pytest.mark.parametrize(
+    ("given", "resolved"),
+    [
+        ("true", RESOLVED_DEFAULT),
+        ("false", None),
+        ("'2xx,409,422'", StatusCondition.parse("2xx,409,422")),
+        ("'!=500'", StatusCondition.parse("!=500")),
+        ("409", StatusCondition.parse(409)),
+    ],
+)
+def test_expect_resolved_is_a_flag_or_a_status_condition(
+    tmp_path: Path, given: str, resolved: StatusCondition | None
+) -> None:
+    spec = load(tmp_path, MINIMAL + f"expect: {{resolved: {given}}}\n")
+    assert spec.expect.resolved == resolved
+
+
+def test_a_bad_resolved_condition_says_what_is_allowed(tmp_path: Path) -> None:
+    err = error(tmp_path, MINIMAL + "expect:\n  resolved: 'yes'\n")
+    assert err.line == 5
+    assert err.message.startswith("expect.resolved: 'yes' is not a status condition; allowed:")
+    assert "2xx,409,422" in err.message
 
 
 def test_unix_socket_files_in_allow(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
 import threading
 from dataclasses import dataclass
 
@@ -109,14 +110,17 @@ class HttpStub(LoopbackServer):
             self._wait_for_close(conn, done)
             return False
         if reply.drop:
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            _reset(conn)
             return False
         if reply.call is None:
             status, headers, payload = 502, [("content-type", "text/plain")], reply.refusal.encode()
         else:
             if reply.delay_s and done.wait(reply.delay_s):
                 return False  # the item ended while we were waiting
-            status = reply.call.status or 200
+            if reply.reset or reply.call.status is None:
+                _reset(conn)
+                return False
+            status = reply.call.status
             headers = [
                 (k, v) for k, v in reply.call.response_headers if k.lower() not in HOP_BY_HOP
             ]
@@ -140,3 +144,8 @@ class HttpStub(LoopbackServer):
     def close(self) -> None:
         self.book.closed.set()  # first: ends held replies and latency waits
         super().close()
+
+
+def _reset(conn: socket.socket) -> None:
+    """Close with a TCP reset, not a FIN: the client sees ECONNRESET, as production did."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -1,5 +1,6 @@
 # `expect:` what must now hold for every replayed request: a status condition, production
-# failures resolved, the mutation log snapshot, and what is normalized before comparing.
+# failures resolved (`true` for "<400", or a status condition of its own), the mutation log
+# snapshot, and what is normalized before comparing.
 from __future__ import annotations
 
 import re
@@ -12,7 +13,12 @@ from pytest_incident.model.normalizers import (
     Normalizer,
     PatternNormalizer,
 )
-from pytest_incident.model.spec import Expect, MutationsMode, StatusCondition
+from pytest_incident.model.spec import (
+    RESOLVED_DEFAULT,
+    Expect,
+    MutationsMode,
+    StatusCondition,
+)
 from pytest_incident.spec.reader import SectionReader
 from pytest_incident.spec.section import STATUS, Section, mapping
 
@@ -22,6 +28,14 @@ def parse(reader: SectionReader, data: dict[str, Any]) -> Expect | None:
     if "status" in data:
         status = reader.attempt(("expect", "status"), lambda: StatusCondition.parse(data["status"]))
         if status is None:
+            return None
+    resolved: StatusCondition | None = None
+    given = data.get("resolved", False)
+    if given is True:
+        resolved = RESOLVED_DEFAULT
+    elif given is not False:
+        resolved = reader.attempt(("expect", "resolved"), lambda: StatusCondition.parse(given))
+        if resolved is None:
             return None
     rules: list[Normalizer] = []
     for i, rule in enumerate(data.get("normalize", list(DEFAULT_NORMALIZE))):
@@ -36,7 +50,7 @@ def parse(reader: SectionReader, data: dict[str, Any]) -> Expect | None:
         rules.append(PatternNormalizer(pattern, rule.get("replace", NORMALIZED)))
     return Expect(
         status=status,
-        resolved=bool(data.get("resolved", False)),
+        resolved=resolved,
         mutations=MutationsMode(data.get("mutations", MutationsMode.IGNORE.value)),
         normalize=tuple(rules),
     )
@@ -49,7 +63,7 @@ _PATTERN_RULE = {
 SCHEMA = mapping(
     {
         "status": STATUS,
-        "resolved": {"type": "boolean"},
+        "resolved": {"type": ["boolean", "string", "integer"]},
         "mutations": {"enum": [mode.value for mode in MutationsMode]},
         "normalize": {
             "type": "array",
