@@ -58,7 +58,9 @@ from pytest_incident.sandbox.policy import SandboxPolicy
 from pytest_incident.target import HARNESS
 
 MAPPED_NET = ipaddress.IPv4Address("127.77.0.0")
-SKIP_REQUEST_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+# framing the replay sets itself: the body is sent whole, with its own length, on a
+# connection of its own (every other recorded header is sent as recorded, in order)
+FRAMING_HEADERS = {"content-length", "transfer-encoding", "connection"}
 
 
 @dataclass(frozen=True)
@@ -434,15 +436,15 @@ class IncidentReplay:
     def _send(self, request: RecordedRequest, port: int) -> tuple[int | None, bytes, str]:
         conn = _Connection(self.network, "127.0.0.1", port, timeout=self.target.request_timeout_s)
         try:
-            headers = {k: v for k, v in request.headers if k.lower() not in SKIP_REQUEST_HEADERS}
-            body = request.body
-            conn.request(request.method, request.target, body=body or None, headers=headers)
+            send_request(conn, request, port)
             response = conn.getresponse()
             return response.status, response.read(), ""
         except TimeoutError:
             return None, b"", f"no answer within {self.target.request_timeout_s:g}s"
         except (OSError, http.client.HTTPException) as exc:
             return None, b"", f"{type(exc).__name__}: {exc}".rstrip(": ")
+        except ValueError as exc:  # http.client refuses a header or target it cannot send
+            return None, b"", f"the recorded request cannot be sent as HTTP/1.1: {exc}"
         finally:
             conn.close()
 
@@ -506,6 +508,27 @@ def target_base_env(host: Mapping[str, str], pass_env: Sequence[str]) -> dict[st
     """The part of pytest's environment a target starts from."""
     names = {*BASE_ENV, *pass_env}
     return {name: value for name, value in host.items() if name in names or name.startswith("LC_")}
+
+
+def send_request(conn: http.client.HTTPConnection, request: RecordedRequest, port: int) -> None:
+    """Send the recorded request as it was: method, target, every header in recorded order
+    (Host and Accept-Encoding included, nothing added), and the body. Only framing is the
+    replay's own: the body goes with its length. A recording without Host gets the target's
+    address as one, which HTTP/1.1 requires."""
+    conn.putrequest(request.method, request.target, skip_host=True, skip_accept_encoding=True)
+    headers = list(request.headers)
+    if not any(name.lower() == "host" for name, _ in headers):
+        conn.putheader("Host", f"127.0.0.1:{port}")
+    recorded_length = False
+    for name, value in headers:
+        if name.lower() in FRAMING_HEADERS:
+            recorded_length = recorded_length or name.lower() == "content-length"
+            continue
+        conn.putheader(name, value)
+    body = request.body
+    if body or recorded_length:
+        conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders(body or None)
 
 
 class _Connection(http.client.HTTPConnection):

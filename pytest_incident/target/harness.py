@@ -24,6 +24,12 @@ class Handler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         sys.stderr.write(f"harness: {format % args}\n")
 
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environ()
+        if self.headers.get("content-type") is None:  # wsgiref would invent text/plain
+            environ.pop("CONTENT_TYPE", None)
+        return environ
+
 
 def load_app(ref: str) -> Callable[..., Any]:
     module_name, _, attribute = ref.partition(":")
