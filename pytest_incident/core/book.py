@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pytest_incident.core.effect_log import EffectLog
-from pytest_incident.core.matching import LiveRequest, MatchRules, find_match, nearest
+from pytest_incident.core.matching import LiveRequest, MatchRules, choose, nearest
 from pytest_incident.model.effects import Effect, EffectKind, Outcome
 from pytest_incident.model.recorded import OutboundCall
 from pytest_incident.model.spec import DEFAULT_MATCH_ON, UnmatchedMode
@@ -65,7 +65,17 @@ class ReplayBook:
     def serve(self, live: LiveRequest) -> Reply:
         what = f"{live.method} {live.url}"
         with self._lock:
-            call = find_match(live, self._calls, self._used, self.match_on)
+            choice = choose(live, self._calls, self._used, self.match_on)
+            call = choice.call
+            if choice.ambiguous:
+                listed = "\n".join(f"  {c.describe()}" for c in choice.ambiguous)
+                detail = (
+                    "ambiguous: these recorded calls are equally near (add a part to "
+                    f"sandbox.match_on, or a normalizer, that tells them apart):\n{listed}"
+                )
+                self.log.add(Effect(Outcome.UNMATCHED, what, detail, EffectKind.HTTP))
+                text = f"pytest-incident: {what} is ambiguous\n{detail}\n"
+                return Reply(None, refusal=text, drop=self.unmatched is UnmatchedMode.BLOCK)
             if call is not None:
                 self._used.add(call.order)
                 delay = call.latency_s / self.speed if self.speed > 0 else 0.0

@@ -62,6 +62,23 @@ class PatternNormalizer:
         return self.pattern.sub(self.replacement, text)
 
 
+@dataclass(frozen=True)
+class HeaderNormalizer:
+    """Replaces a header's value before headers are compared (`sandbox.normalize` entries
+    `{header: Idempotency-Key}`): all of it, or only what `pattern` matches in it."""
+
+    name: str  # compared case-insensitively
+    pattern: re.Pattern[str] | None = None
+    replacement: str = NORMALIZED
+
+    def normalize_header(self, name: str, value: str) -> str:
+        if name.lower() != self.name.lower():
+            return value
+        if self.pattern is None:
+            return self.replacement
+        return self.pattern.sub(self.replacement, value)
+
+
 def _replace_path(value: Any, parts: list[str], replacement: str) -> Any:
     if not parts:
         return replacement

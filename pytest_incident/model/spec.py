@@ -18,6 +18,7 @@ from pytest_incident.model.endpoints import LoopbackEndpoint
 from pytest_incident.model.normalizers import (
     BUILTIN_NORMALIZERS,
     DEFAULT_NORMALIZE,
+    HeaderNormalizer,
     Normalizer,
 )
 
@@ -170,6 +171,7 @@ class SandboxSpec:
     match_on: tuple[str, ...] = DEFAULT_MATCH_ON
     normalize: tuple[Normalizer, ...] = ()  # outbound request bodies, before matching
     allow_unix: tuple[str, ...] = ()  # socket files that pass live (`unix:/path` entries)
+    normalize_headers: tuple[HeaderNormalizer, ...] = ()  # header values, before matching
 
 
 @dataclass(frozen=True)

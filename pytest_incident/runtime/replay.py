@@ -116,7 +116,9 @@ class IncidentReplay:
         self.book = ReplayBook(
             unmatched=sandbox.unmatched,
             speed=options.speed,
-            match_on=MatchRules(sandbox.match_on, (*sandbox.normalize, *normalizers)),
+            match_on=MatchRules(
+                sandbox.match_on, (*sandbox.normalize, *normalizers), sandbox.normalize_headers
+            ),
             log=self.log,
         )
         calls = [call for request in requests for call in request.outbound]

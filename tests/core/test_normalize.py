@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import re
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from pytest_incident.core.book import ReplayBook
 from pytest_incident.core.matching import LiveRequest, MatchRules, differences, nearest
 from pytest_incident.core.normalize import canonical_body
 from pytest_incident.model.effects import Outcome
-from pytest_incident.model.normalizers import NORMALIZED, FieldNormalizer, PatternNormalizer
+from pytest_incident.model.normalizers import (
+    NORMALIZED,
+    FieldNormalizer,
+    HeaderNormalizer,
+    PatternNormalizer,
+)
 from pytest_incident.model.recorded import OutboundCall
 
 from ..spans import outbound_call
@@ -154,3 +162,70 @@ def test_a_plugin_normalizer_of_any_class_is_used() -> None:
         b'{"amount": 100}', [Amounts()]
     )
     assert canonical_body(b'{"amount": 900}') != canonical_body(b'{"amount": 100}')
+
+
+# --- served by content, not by arrival ---------------------------------------------------------
+
+FAN_OUT = [f'{{"charge": {i}, "amount": {100 * (i + 1)}, "key": "k-{i}"}}' for i in range(5)]
+
+
+@given(st.permutations(range(5)))
+def test_concurrent_calls_to_one_url_are_served_by_content_in_any_arrival_order(
+    arrival: list[int],
+) -> None:
+    """Default match_on (no body part): five calls to the same URL, arriving in any order,
+    each get the recorded call with their own body."""
+    book = ReplayBook(match_on=MatchRules(("method", "path")))
+    book.begin([recorded(i, body) for i, body in enumerate(FAN_OUT)])
+    served = [book.serve(live(FAN_OUT[i])).call for i in arrival]
+    assert [c.order for c in served if c is not None] == arrival
+
+
+def test_a_body_nearer_another_call_is_served_by_that_one() -> None:
+    """Not only exact bodies: a body that changed a little goes to its nearest recording."""
+    book = ReplayBook(match_on=MatchRules(("method", "path")))
+    book.begin([recorded(0, FAN_OUT[0]), recorded(1, FAN_OUT[1])])
+    changed = FAN_OUT[1].replace('"key": "k-1"', '"key": "k-99"')
+    assert book.serve(live(changed)).call.order == 1  # type: ignore[union-attr]
+
+
+def test_calls_with_the_same_body_are_served_in_recorded_order() -> None:
+    """Retries: the same body recorded twice (a 500, then a 200) answers in that order."""
+    first, second = recorded(0, FAN_OUT[0]), recorded(1, FAN_OUT[0])
+    book = ReplayBook(match_on=MatchRules(("method", "path")))
+    book.begin([first, second])
+    assert [book.serve(live(FAN_OUT[0])).call for _ in range(2)] == [first, second]
+
+
+def test_equally_near_different_calls_are_reported_as_ambiguous() -> None:
+    book = ReplayBook(match_on=MatchRules(("method", "path")))
+    book.begin([recorded(0, "amount=100"), recorded(1, "amount=300")])
+    reply = book.serve(live("amount=200"))  # as near one as the other
+    assert reply.call is None and "ambiguous" in reply.refusal
+    [effect] = book.end()
+    assert effect.outcome is Outcome.UNMATCHED
+    assert effect.detail.startswith("ambiguous: these recorded calls are equally near")
+    assert "#0" in effect.detail and "#1" in effect.detail
+
+
+def test_a_header_normalizer_makes_random_keys_match() -> None:
+    """The README's `header:Idempotency-Key` with random keys: normalized, they agree; the
+    twin without the normalizer does not."""
+    call = recorded(0, "", headers='{"Idempotency-Key": "4f1c-random"}')
+    request = live("", (("Idempotency-Key", "9a2e-other"),))
+    parts = ("method", "path", "header:idempotency-key")
+    assert differences(request, call, MatchRules(parts)) == ["header:idempotency-key"]
+    rules = MatchRules(parts, header_normalizers=(HeaderNormalizer("Idempotency-Key"),))
+    assert differences(request, call, rules) == []
+    partly = HeaderNormalizer("idempotency-key", re.compile(r"[0-9a-f]{4}-"), "<id>-")
+    assert partly.normalize_header("Idempotency-Key", "4f1c-random") == "<id>-random"
+    assert partly.normalize_header("Other", "4f1c-random") == "4f1c-random"
+
+
+def test_the_nearest_candidates_are_ranked_by_similarity() -> None:
+    """A body mismatch is diffed against the most similar recorded body, not call #0."""
+    calls = [recorded(0, '{"plan": "basic", "seats": 1}'), recorded(1, FAN_OUT[3])]
+    request = live(FAN_OUT[3].replace("400", "450"))
+    best = nearest(request, calls, set(), MatchRules(("method", "path", "body")))[0]
+    assert best.call.order == 1
+    assert '- "amount": 400,' in best.diff

@@ -436,6 +436,25 @@ def test_a_bad_resolved_condition_says_what_is_allowed(tmp_path: Path) -> None:
     assert "2xx,409,422" in err.message
 
 
+def test_header_normalizers_in_sandbox_normalize(tmp_path: Path) -> None:
+    spec = load(
+        tmp_path,
+        MINIMAL + "sandbox:\n  normalize:\n    - {header: Idempotency-Key}\n"
+        "    - {header: X-Request-Id, pattern: 'req_[0-9a-f]+', replace: req}\n"
+        "    - {field: metadata.id}\n",
+    )
+    whole, partial = spec.sandbox.normalize_headers
+    assert whole.normalize_header("idempotency-key", "k-1") == "<normalized>"
+    assert partial.normalize_header("x-request-id", "req_9f and more") == "req and more"
+    assert len(spec.sandbox.normalize) == 1  # the body normalizer
+
+
+def test_a_normalizer_with_header_and_field_is_an_error(tmp_path: Path) -> None:
+    err = error(tmp_path, MINIMAL + "sandbox:\n  normalize:\n    - {header: a, field: b}\n")
+    assert err.line == 6
+    assert "a header normalizer takes header and, optionally, pattern" in err.message
+
+
 def test_unix_socket_files_in_allow(tmp_path: Path) -> None:
     spec = load(
         tmp_path,

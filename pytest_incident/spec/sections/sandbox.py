@@ -10,6 +10,7 @@ from pytest_incident.model.endpoints import LoopbackEndpoint, addresses_of
 from pytest_incident.model.normalizers import (
     NORMALIZED,
     FieldNormalizer,
+    HeaderNormalizer,
     Normalizer,
     PatternNormalizer,
 )
@@ -45,7 +46,7 @@ def parse(reader: SectionReader, data: dict[str, Any]) -> SandboxSpec | None:
         else tuple(LoopbackEndpoint.parse(q) for q in DEFAULT_QUEUES)
     )
     match_on = _match_on(reader, data)
-    normalize = _normalizers(reader, data.get("normalize") or [])
+    normalize, normalize_headers = _normalizers(reader, data.get("normalize") or [])
     if allow is None or queues is None or match_on is None or normalize is None:
         return None
     if allow_unix is None:
@@ -63,6 +64,7 @@ def parse(reader: SectionReader, data: dict[str, Any]) -> SandboxSpec | None:
         scheduled=ScheduledMode(data.get("scheduled", ScheduledMode.HOLD.value)),
         match_on=match_on,
         normalize=normalize,
+        normalize_headers=normalize_headers,
     )
 
 
@@ -174,27 +176,40 @@ def _match_on(reader: SectionReader, data: dict[str, Any]) -> tuple[str, ...] | 
 
 def _normalizers(
     reader: SectionReader, rules: list[dict[str, str]]
-) -> tuple[Normalizer, ...] | None:
+) -> tuple[tuple[Normalizer, ...] | None, tuple[HeaderNormalizer, ...]]:
+    """Body normalizers (`field` or `pattern`) and header normalizers (`header`, with an
+    optional `pattern` within the value); None for the first when one is wrong."""
     found: list[Normalizer] = []
+    headers: list[HeaderNormalizer] = []
     for i, rule in enumerate(rules):
         path: KeyPath = ("sandbox", "normalize", i)
         replacement = rule.get("replace", NORMALIZED)
-        if ("field" in rule) == ("pattern" in rule):
+        pattern = None
+        if "pattern" in rule:
+            try:
+                pattern = re.compile(rule["pattern"])
+            except re.error as exc:
+                reader.fail((*path, "pattern"), f"not a regular expression: {exc}")
+                return None, ()
+        if "header" in rule:
+            if "field" in rule:
+                reader.fail(path, "a header normalizer takes header and, optionally, pattern")
+                return None, ()
+            headers.append(HeaderNormalizer(rule["header"], pattern, replacement))
+            continue
+        if ("field" in rule) == (pattern is not None):
             reader.fail(
                 path,
-                "a normalizer needs exactly one of: field (a body field path "
-                "such as metadata.request_id), pattern (a regular expression)",
+                "a normalizer needs exactly one of: field (a body field path such as "
+                "metadata.request_id), pattern (a regular expression), header (a header name, "
+                "with an optional pattern)",
             )
-            return None
+            return None, ()
         if "field" in rule:
             found.append(FieldNormalizer(rule["field"], replacement))
-            continue
-        try:
-            found.append(PatternNormalizer(re.compile(rule["pattern"]), replacement))
-        except re.error as exc:
-            reader.fail((*path, "pattern"), f"not a regular expression: {exc}")
-            return None
-    return tuple(found)
+        elif pattern is not None:
+            found.append(PatternNormalizer(pattern, replacement))
+    return tuple(found), tuple(headers)
 
 
 SCHEMA = mapping(
@@ -212,6 +227,7 @@ SCHEMA = mapping(
             "items": mapping(
                 {
                     "field": {"type": "string"},
+                    "header": {"type": "string"},
                     "pattern": {"type": "string"},
                     "replace": {"type": "string"},
                 }
