@@ -7,6 +7,7 @@ and with the tracer alone, and the races run bare too, to show they do get out u
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -404,3 +405,106 @@ print(json.dumps({"data": data.decode(), "read": os.read(fds[0], 7).decode()}))
 @pytest.mark.parametrize("isolated", MODES)
 def test_descriptors_pass_between_the_targets_own_sockets(tmp_path: Path, isolated: bool) -> None:
     assert run(tmp_path, PASSING, isolated) == {"data": "fd", "read": "through"}
+
+
+SWAP_SOURCE = Path(__file__).with_name("descriptor_swap.c")
+
+
+@pytest.fixture(scope="module")
+def descriptor_swap(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The descriptor-swap program, compiled (C: no GIL between the two threads)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc to build the descriptor-swap program")
+    binary = tmp_path_factory.mktemp("swap") / "descriptor_swap"
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(SWAP_SOURCE)], check=True)
+    return str(binary)
+
+
+def swapped_calls(
+    tmp_path: Path, program: str, how: str, isolated: bool | None, attempts: int = 1500
+) -> None:
+    path = str(tmp_path / ("daemon" if how == "connect" else "dgram-daemon"))
+    argv = [program, how, path, str(attempts)]
+    if isolated is None:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    else:
+        code = f"import os; os.execv({program!r}, {argv!r})"
+        proc = run_isolated(tmp_path, code, isolated)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("how", ["connect", "sendto", "sendmsg"])
+@pytest.mark.parametrize("isolated", MODES)
+def test_a_descriptor_swapped_under_a_netlink_call_reaches_no_daemon(
+    tmp_path: Path,
+    daemon: socket.socket,
+    datagram_daemon: socket.socket,
+    descriptor_swap: str,
+    isolated: bool,
+    how: str,
+) -> None:
+    """Found by an adversarial pass: netlink calls ran natively on the caller's descriptor
+    number, so a unix socket dup2'd over it after the look reached the daemon (about 25 %).
+    The tracer now makes the call itself, on the socket it looked at."""
+    swapped_calls(tmp_path, descriptor_swap, how, isolated)
+    assert accepted(daemon) == 0
+    datagram_daemon.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        datagram_daemon.recv(10)
+
+
+def test_the_descriptor_swap_does_reach_the_daemon_unconfined(
+    tmp_path: Path, daemon: socket.socket, descriptor_swap: str
+) -> None:
+    swapped_calls(tmp_path, descriptor_swap, "connect", None, attempts=500)
+    assert accepted(daemon) > 0
+
+
+FULL_BACKLOG = """
+import ctypes, json, os, socket, threading, time
+os.chdir(%r)
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind("own.sock")
+server.listen(0)
+filled = []
+while True:  # fill the backlog; it is never accepted
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    try:
+        s.connect("own.sock")
+    except BlockingIOError:
+        s.close()
+        break
+    filled.append(s)
+stop = False
+def meddle(sock):
+    # keeps the shared socket blocking and without a send timeout
+    while not stop:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, bytes(16))
+        os.set_blocking(sock.fileno(), True)
+waits = []
+for _ in range(2):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    t = threading.Thread(target=meddle, args=(s,))
+    t.start()
+    start = time.monotonic()
+    try:
+        s.connect("own.sock")
+        result = "connected"
+    except OSError as exc:
+        result = exc.errno
+    waits.append([result, round(time.monotonic() - start, 1)])
+    stop = True
+    t.join()
+    stop = False
+print(json.dumps({"waits": waits}))
+"""
+
+
+@pytest.mark.parametrize("isolated", MODES)
+def test_a_connect_to_a_full_backlog_cannot_hang_the_tracer(tmp_path: Path, isolated: bool) -> None:
+    """Found by an adversarial pass: the tracer bounded its own blocking connect with the
+    socket's flags and timeout, which the target shares and reset from another thread; the
+    tracer then waited forever. A timer of its own ends the wait after 1 s (EAGAIN)."""
+    result = run(tmp_path, FULL_BACKLOG % str(tmp_path), isolated)
+    # each wait ended (EAGAIN), where before the run itself timed out
+    assert [outcome for outcome, _ in result["waits"]] == [11, 11]  # type: ignore[attr-defined]

@@ -14,11 +14,13 @@
 # sends at most MAX_MMSG messages, and fewer when their copies do not fit the scratch area:
 # only what was checked may be sent.
 #
-# A unix socket's connect or send that names an address is made by the tracer itself, on the
-# socket the name was found to reach (unixpeers.py), and the target's call skipped with its
-# result: a filesystem name and an address in memory can both change after a check. A unix
-# sendmsg/sendmmsg without a name gets a private header copy with none, so a sibling thread
-# cannot add one after the look.
+# A local socket's (unix, netlink) connect or send that names an address is made by the
+# tracer itself, on its own copy of the descriptor (pidfd_getfd, checked to still be the
+# family that was decided on) and, for a unix name, to the socket the name was found to
+# reach (unixpeers.py); the target's call is skipped with the result. A filesystem name, an
+# address in memory and the descriptor behind a number (another thread can dup2 a unix
+# socket over a netlink one) can all change after a check. A local sendmsg/sendmmsg without
+# a name gets a private header copy with none, so a sibling thread cannot add one.
 #
 # Invariants: a handler resumes the tracee exactly once: `resume` (run natively),
 # `resume_to_exit` after setting ctx.pending[pid] (stop again at the exit), or `refuse`.
@@ -52,6 +54,7 @@ from pytest_incident.sandbox.msghdr import (
 from pytest_incident.sandbox.policy import SOCK_DGRAM, Action, Decision, SandboxPolicy, Socket
 from pytest_incident.sandbox.sockaddr import (
     AF_INET,
+    AF_NETLINK,
     AF_UNIX,
     AF_UNSPEC,
     SockAddr,
@@ -222,15 +225,15 @@ def _on_address(
     if sock is None:
         refuse(pid, regs, errno.EBADF)
         return
-    if sock.domain == AF_UNIX:
+    if sock.domain in (AF_UNIX, AF_NETLINK):
         data = b""
         if call == "sendto":
             if regs.rdx > MAX_UNIX_SEND:
                 refuse(pid, regs, errno.EMSGSIZE)
                 return
             data = ctx.tracees.read(pid, regs.rsi, regs.rdx) if regs.rdx else b""
-        _unix_call(ctx, pid, regs, call, fd, raw if length <= SOCKADDR_UN_MAX else None,
-                   data, regs.r10)  # fmt: skip
+        fits = length <= (SOCKADDR_UN_MAX if sock.domain == AF_UNIX else MAX_SOCKADDR)
+        _local_call(ctx, pid, regs, sock, call, fd, raw if fits else None, data, regs.r10)
         return
     decision = ctx.policy.decide(sock, addr, send=call != "connect")
     _log(ctx, pid, call, addr, decision)
@@ -305,13 +308,13 @@ def _private(scratch: Scratch, header: MsgHdr, name: bytes, control: bytes) -> b
 
 
 def _sender(ctx: Context, pid: int, regs: Registers) -> Socket | None:
-    """The internet or unix socket a sendmsg/sendmmsg writes to; None when the call has been
-    settled here (a netlink socket passes, a closed descriptor fails)."""
+    """The socket a sendmsg/sendmmsg writes to (internet, unix or netlink); None when the
+    call has been settled here (a closed descriptor or another family fails)."""
     sock = _socket(ctx, pid, regs.rdi, SockAddr(AF_UNSPEC))
     if sock is None:
         refuse(pid, regs, errno.EBADF)
         return None
-    if not sock.is_inet and sock.domain != AF_UNIX:
+    if not sock.is_inet and sock.domain not in (AF_UNIX, AF_NETLINK):
         decision = ctx.policy.decide(sock, SockAddr(sock.domain), send=True)
         if decision.action is Action.REFUSE:
             refuse(pid, regs, decision.errno)
@@ -321,24 +324,26 @@ def _sender(ctx: Context, pid: int, regs: Registers) -> Socket | None:
     return sock
 
 
-def _unix_call(
+def _local_call(
     ctx: Context,
     pid: int,
     regs: Registers,
+    sock: Socket,
     call: str,
     fd: int,
     raw: bytes | None,
     data: bytes = b"",
     flags: int = 0,
 ) -> None:
-    """A unix socket's connect (or send of `data`) to the address `raw`: decided on the
-    socket the name reaches, made here, and the target's call skipped with its result.
-    `raw` None: an address longer than any unix address (the kernel says EINVAL)."""
+    """A unix or netlink socket's connect (or send of `data`) to the address `raw`, made
+    here on the descriptor's own socket (for a unix name: to the socket it reaches, decided
+    on), and the target's call skipped with its result. `raw` None: an address longer than
+    the family's (the kernel says EINVAL)."""
     if raw is None:
         refuse(pid, regs, errno.EINVAL)
         return
     addr = parse_sockaddr(raw)
-    named = addr.family == AF_UNIX and len(raw) > 2
+    named = sock.domain == AF_UNIX and addr.family == AF_UNIX and len(raw) > 2
     resolved = None
     try:
         address = raw  # nothing named: it dissolves an association or fails, on this copy
@@ -354,6 +359,10 @@ def _unix_call(
                 return
             address = resolved.address(raw)
         copy = ctx.tracees.getfd(pid, fd)
+        if copy is not None and ctx.tracees.domain_of(copy) != sock.domain:
+            os.close(copy)  # another socket since the look: the call is not made
+            refuse(pid, regs, errno.EAGAIN)
+            return
         if copy is None or ctx.unix is None:
             refuse(pid, regs, errno.EBADF if copy is None else errno.EACCES)
             return
@@ -387,14 +396,14 @@ def _gather(ctx: Context, pid: int, header: MsgHdr) -> bytes | None:
     return b"".join(parts)
 
 
-def _unix_sendmsg(ctx: Context, pid: int, regs: Registers, header: MsgHdr) -> None:
+def _local_sendmsg(ctx: Context, pid: int, regs: Registers, sock: Socket, header: MsgHdr) -> None:
     if header.name and header.namelen:
         if header.controllen:  # the tracer sends without the target's descriptors
             refusal = Decision(
                 Action.REFUSE, "control data on a unix send that names an address",
                 errno=errno.EPERM,
             )  # fmt: skip
-            _log(ctx, pid, "sendmsg", SockAddr(AF_UNIX), refusal, "(control message)")
+            _log(ctx, pid, "sendmsg", SockAddr(sock.domain), refusal, "(control message)")
             refuse(pid, regs, errno.EPERM)
             return
         data = _gather(ctx, pid, header)
@@ -402,8 +411,9 @@ def _unix_sendmsg(ctx: Context, pid: int, regs: Registers, header: MsgHdr) -> No
             refuse(pid, regs, errno.EMSGSIZE)
             return
         raw = ctx.tracees.read(pid, header.name, min(header.namelen, MAX_SOCKADDR))
-        fits = header.namelen <= SOCKADDR_UN_MAX
-        _unix_call(ctx, pid, regs, "sendmsg", regs.rdi, raw if fits else None, data, regs.rdx)
+        fits = header.namelen <= (SOCKADDR_UN_MAX if sock.domain == AF_UNIX else MAX_SOCKADDR)
+        named = raw if fits else None
+        _local_call(ctx, pid, regs, sock, "sendmsg", regs.rdi, named, data, regs.rdx)
         return
     scratch = Scratch(regs.rsp)
     restore = {"rsi": regs.rsi}
@@ -441,8 +451,8 @@ def on_sendmsg(ctx: Context, pid: int, regs: Registers) -> None:
     sock = _sender(ctx, pid, regs)
     if sock is None:
         return
-    if sock.domain == AF_UNIX:
-        _unix_sendmsg(ctx, pid, regs, header)
+    if sock.domain in (AF_UNIX, AF_NETLINK):
+        _local_sendmsg(ctx, pid, regs, sock, header)
         return
     refusal, name, control = _check_message(ctx, pid, sock, header)
     if refusal is not None:
@@ -466,8 +476,8 @@ def on_sendmmsg(ctx: Context, pid: int, regs: Registers) -> None:
     sock = _sender(ctx, pid, regs)
     if sock is None:
         return
-    if sock.domain == AF_UNIX:
-        _unix_sendmmsg(ctx, pid, regs, headers, restore)
+    if sock.domain in (AF_UNIX, AF_NETLINK):
+        _local_sendmmsg(ctx, pid, regs, sock, headers, restore)
         return
     checked: list[tuple[MsgHdr, bytes, bytes]] = []
     room = Scratch.LIMIT - 16
@@ -496,8 +506,13 @@ def on_sendmmsg(ctx: Context, pid: int, regs: Registers) -> None:
     resume_to_exit(pid)  # stop at the exit to copy msg_len back
 
 
-def _unix_sendmmsg(
-    ctx: Context, pid: int, regs: Registers, headers: list[MsgHdr], restore: dict[str, int]
+def _local_sendmmsg(
+    ctx: Context,
+    pid: int,
+    regs: Registers,
+    sock: Socket,
+    headers: list[MsgHdr],
+    restore: dict[str, int],
 ) -> None:
     """Unix messages go as private nameless copies; one that names an address is refused
     (connect the socket first, or send them one at a time)."""
@@ -505,8 +520,8 @@ def _unix_sendmmsg(
         resume(pid)  # sends nothing
         return
     if any(header.name and header.namelen for header in headers):
-        refusal = Decision(Action.REFUSE, "sendmmsg naming unix addresses", errno=errno.EPERM)
-        _log(ctx, pid, "sendmmsg", SockAddr(AF_UNIX), refusal, "(unix addresses)")
+        refusal = Decision(Action.REFUSE, "sendmmsg naming local addresses", errno=errno.EPERM)
+        _log(ctx, pid, "sendmmsg", SockAddr(sock.domain), refusal, "(local addresses)")
         refuse(pid, regs, errno.EPERM)
         return
     fit = min(len(headers), (Scratch.LIMIT - 16) // MMSGHDR_SIZE)

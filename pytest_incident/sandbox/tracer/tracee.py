@@ -187,6 +187,10 @@ class Tracees:
         finally:
             os.close(copy)
 
+    def domain_of(self, fd: int) -> int:
+        """SO_DOMAIN of one of the tracer's own descriptors (-1: not a socket)."""
+        return self._sockopt(fd, SO_DOMAIN)
+
     def _sockopt(self, fd: int, option: int) -> int:
         value = ctypes.c_int(0)
         size = ctypes.c_uint32(ctypes.sizeof(value))

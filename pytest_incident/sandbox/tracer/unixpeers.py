@@ -17,13 +17,15 @@
 # traced process holds open), or another's: a host daemon's, refused.
 #
 # Invariants: the tracer connects or sends only to an inode it decided on; a blocking call
-# waits at most BLOCKING_WAIT_S (the socket's own SO_SNDTIMEO is put back afterwards).
+# waits at most BLOCKING_WAIT_S (a timer interrupts it: nothing of the shared socket is
+# relied on or changed).
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import errno
 import os
+import signal
 import socket
 import stat
 import struct
@@ -41,8 +43,16 @@ from pytest_incident.sandbox.unixdiag import (
 SUN_PATH_MAX = 108
 SOCKADDR_UN_MAX = 2 + SUN_PATH_MAX
 BLOCKING_WAIT_S = 1.0
-TIMEVAL = struct.Struct("=qq")
 DUMP_READ = 1 << 16
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGALRM's handler while the tracer makes a call: the call returns EINTR."""
+
+
+def _waited(err: int) -> int:
+    """A call the timer interrupted failed as a timed-out socket call does: EAGAIN."""
+    return errno.EAGAIN if err == errno.EINTR else err
 
 
 def sockaddr_un(path: bytes) -> bytes:
@@ -200,54 +210,33 @@ class UnixPeers:
     def connect(self, sock: int, address: bytes) -> int:
         """connect() the tracer's copy `sock` of the target's socket: 0 or -errno."""
         buf = ctypes.create_string_buffer(address, len(address))
-        with self._bounded_wait(sock):
+        with self._bounded_wait():
             result = self.libc.connect(sock, buf, len(address))
-        return 0 if result == 0 else -ctypes.get_errno()
+        return 0 if result == 0 else -_waited(ctypes.get_errno())
 
     def sendto(self, sock: int, data: bytes, flags: int, address: bytes) -> int:
         """sendto() on the tracer's copy of the target's socket: bytes sent or -errno."""
         buf = ctypes.create_string_buffer(data, len(data))
         addr = ctypes.create_string_buffer(address, len(address))
-        with self._bounded_wait(sock):
+        with self._bounded_wait():
             sent = self.libc.sendto(
                 sock, buf, ctypes.c_size_t(len(data)), flags, addr, len(address)
             )
-        return int(sent) if sent >= 0 else -ctypes.get_errno()
+        return int(sent) if sent >= 0 else -_waited(ctypes.get_errno())
 
     @contextlib.contextmanager
-    def _bounded_wait(self, sock: int) -> Iterator[None]:
-        """A blocking socket waits here at most BLOCKING_WAIT_S (a full listener backlog, a
-        full receive queue), not forever: the tracer serves no other thread meanwhile. The
-        socket's own SO_SNDTIMEO is put back afterwards."""
-        saved = b""
-        with contextlib.suppress(OSError):
-            if os.get_blocking(sock):
-                current = self._sockopt(sock, socket.SO_SNDTIMEO)
-                seconds, micros = TIMEVAL.unpack(current)
-                if seconds == micros == 0 or seconds + micros / 1e6 > BLOCKING_WAIT_S:
-                    whole, frac = divmod(BLOCKING_WAIT_S, 1.0)
-                    self._set_sockopt(
-                        sock, socket.SO_SNDTIMEO, TIMEVAL.pack(int(whole), int(frac * 1e6))
-                    )
-                    saved = current
+    def _bounded_wait(self) -> Iterator[None]:
+        """A blocking call waits here at most BLOCKING_WAIT_S (a full listener backlog, a
+        full receive queue), whatever the target does to the socket meanwhile (its flags and
+        timeouts are shared with it): a real-time timer interrupts the call with EINTR."""
+        previous = signal.signal(signal.SIGALRM, _interrupt)
+        signal.siginterrupt(signal.SIGALRM, True)
+        signal.setitimer(signal.ITIMER_REAL, BLOCKING_WAIT_S)
         try:
             yield
         finally:
-            if saved:
-                with contextlib.suppress(OSError):
-                    self._set_sockopt(sock, socket.SO_SNDTIMEO, saved)
-
-    def _sockopt(self, sock: int, option: int) -> bytes:
-        value = ctypes.create_string_buffer(TIMEVAL.size)
-        size = ctypes.c_uint32(TIMEVAL.size)
-        if self.libc.getsockopt(sock, socket.SOL_SOCKET, option, value, ctypes.byref(size)):
-            raise OSError(ctypes.get_errno(), "getsockopt")
-        return value.raw[: size.value]
-
-    def _set_sockopt(self, sock: int, option: int, data: bytes) -> None:
-        value = ctypes.create_string_buffer(data, len(data))
-        if self.libc.setsockopt(sock, socket.SOL_SOCKET, option, value, len(data)):
-            raise OSError(ctypes.get_errno(), "setsockopt")
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
     def close(self) -> None:
         for diag in (self._diag, self._outside):
