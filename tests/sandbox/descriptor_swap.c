@@ -10,11 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sched.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #define N 50
-static int netlink, current = -1;
+static int netlink, current = -1, rounds;
 static volatile int stop;
 
 static void *swap(void *unused) {
@@ -24,6 +25,7 @@ static void *swap(void *unused) {
         if (unix_socket < 0) continue;
         dup2(netlink, N);
         dup2(unix_socket, N);
+        __atomic_add_fetch(&rounds, 1, __ATOMIC_SEQ_CST);
     }
     return 0;
 }
@@ -45,7 +47,11 @@ int main(int argc, char **argv) {
     int landed = 0;
     for (int i = 0; i < attempts; i++) {
         int unix_socket = socket(AF_UNIX, (stream ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK, 0);
+        int seen = __atomic_load_n(&rounds, __ATOMIC_SEQ_CST);
         __atomic_store_n(&current, unix_socket, __ATOMIC_SEQ_CST);
+        // the swapper has put this socket at N at least once (even on one busy CPU), and
+        // goes on swapping during the call
+        while (__atomic_load_n(&rounds, __ATOMIC_SEQ_CST) < seen + 2) sched_yield();
         int r;
         if (stream) r = connect(N, (void *)&daemon, len);
         else if (!strcmp(how, "sendto")) r = sendto(N, &byte, 1, 0, (void *)&daemon, len);
