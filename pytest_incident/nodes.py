@@ -8,8 +8,10 @@
 # ReplayFailure carrying the report that `repr_failure` prints instead of a traceback.
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,8 @@ from pytest_incident import reporting
 from pytest_incident.model.errors import FileError, ReplayError, ReplayFailure
 from pytest_incident.model.spec import MutationsMode
 from pytest_incident.options import state_key
+
+SECOND_PASS = "#2"  # the name suffix of a request's second calibration replay
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr
@@ -57,6 +61,11 @@ class IncidentFile(pytest.File):
     replay: IncidentReplay | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
+    @functools.cached_property
+    def calibrated(self) -> dict[str, float]:
+        """When each request's first calibration replay ended (time.monotonic)."""
+        return {}
+
     def collect(self) -> Iterator[pytest.Item]:
         from pytest_incident.events.incident import open_incident
         from pytest_incident.events.selection import short_ids
@@ -87,11 +96,19 @@ class IncidentFile(pytest.File):
         self.add_marker(pytest.mark.incident(self.spec.name))
         ids = short_ids(opened.requests)
         line = self.spec.lines.get("select", self.spec.lines.get("window", 1))
-        for request in opened.requests:
-            name = f"{request.method} {request.route}[{ids[request.request_id.lower()]}]"
-            yield IncidentItem.from_parent(
-                self, name=name, callobj=replay_request, request=request, line=line
-            )
+        calibrating = self.config.stash[state_key].calibrate
+        for calibration in (1, 2) if calibrating else (0,):
+            suffix = SECOND_PASS if calibration == 2 else ""
+            for request in opened.requests:
+                name = f"{request.method} {request.route}[{ids[request.request_id.lower()]}]"
+                yield IncidentItem.from_parent(
+                    self,
+                    name=name + suffix,
+                    callobj=replay_request,
+                    request=request,
+                    line=line,
+                    calibration=calibration,
+                )
 
     def _relative(self, message: str, path: Path) -> str:
         """`file:line: ...` with the file as the user typed it: relative to the invocation."""
@@ -182,13 +199,22 @@ def replay_request() -> None:
 class IncidentItem(pytest.Function):
     """One recorded request, replayed against the current code."""
 
-    def __init__(self, *, request: RecordedRequest, line: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *, request: RecordedRequest, line: int, calibration: int = 0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.request = request
         self.line = line
+        self.calibration = calibration  # 1, 2: the calibration pass; 0: a judged replay
         self.incident: str = self.parent.spec.name  # type: ignore[union-attr]
-        self.user_properties.append((reporting.INCIDENT, self.incident))
-        self.user_properties.append((reporting.FAILED_BEFORE, request.failed))
+        if not calibration:
+            self.user_properties.append((reporting.INCIDENT, self.incident))
+            self.user_properties.append((reporting.FAILED_BEFORE, request.failed))
+
+    @property
+    def route(self) -> str:
+        """`POST /signup`: what the calibration file keys its entries by."""
+        return f"{self.request.method} {self.request.route}"
 
     @property
     def incident_file(self) -> IncidentFile:
@@ -203,6 +229,9 @@ class IncidentItem(pytest.Function):
 
         spec = self.incident_file.spec
         replay = self.incident_file.replay_environment()
+        if self.calibration:
+            self._calibrate(replay)
+            return
         result = replay.replay(self.request)
         if replay.isolation_note:
             self.user_properties.append((reporting.NOT_ISOLATED, replay.isolation_note))
@@ -210,7 +239,8 @@ class IncidentItem(pytest.Function):
         if spec.expect.mutations is MutationsMode.SNAPSHOT:
             log = SideEffectLog.of_result(result, spec.expect.normalize)
             snapshot = check_snapshot(self.funcargs[SNAPSHOT_FIXTURE], log, self.config)
-        verdict = judge(self.request, result, spec.expect, spec.sandbox.unmatched, snapshot)
+        noise = spec.noise.of(self.route)
+        verdict = judge(self.request, result, spec.expect, spec.sandbox.unmatched, snapshot, noise)
         self.user_properties.append((reporting.NOW, result.status))
         self.user_properties.append((reporting.RESOLVED, verdict.resolved))
         self.user_properties.append((reporting.SNAPSHOT_ONLY, verdict.snapshot_only))
@@ -219,6 +249,31 @@ class IncidentItem(pytest.Function):
             self.add_report_section("call", "database writes (production | replay)", verdict.writes)
         if not verdict.passed:
             raise ReplayFailure(render_failure(spec.name, self.request, result, verdict))
+
+    def _calibrate(self, replay: IncidentReplay) -> None:
+        """Replay without judging and report the answer (pytest_incident.calibration)."""
+        from pytest_incident.calibration import MIN_GAP_S, answer_property
+        from pytest_incident.core.responses import Answer
+
+        replayed = self.incident_file.calibrated
+        if self.calibration == 2 and self.request.request_id in replayed:
+            time.sleep(max(0.0, replayed[self.request.request_id] + MIN_GAP_S - time.monotonic()))
+        result = replay.replay(self.request)
+        replayed[self.request.request_id] = time.monotonic()
+        answer = Answer(result.status, result.headers, result.body)
+        spec = self.incident_file.spec
+        self.user_properties.append(
+            answer_property(spec.path, spec.name, self.route, self.request.request_id, answer)
+        )
+        if result.status is None:
+            raise ReplayFailure(
+                f"calibration: no answer from the target ({result.error or result.crash})"
+                + (
+                    f"\ntarget output (last lines):\n{result.output_tail}"
+                    if result.output_tail
+                    else ""
+                )
+            )
 
     def repr_failure(  # type: ignore[override]  # Item.repr_failure takes no style
         self, excinfo: pytest.ExceptionInfo[BaseException]

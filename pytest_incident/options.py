@@ -17,6 +17,7 @@ class IncidentState:
     dirs: tuple[Path, ...]
     isolation: str = "auto"  # --incident-sandbox: runtime.network.Isolation's value
     selected: frozenset[Path] = frozenset()  # the files --incident named (resolved once)
+    calibrate: bool = False  # --incident-calibrate: replay each request twice, learn noise
 
 
 state_key = pytest.StashKey[IncidentState]()

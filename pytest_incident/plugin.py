@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_incident import hookspecs
+from pytest_incident.model.spec import is_noise_file
 from pytest_incident.nodes import IncidentFile, IncidentItem, replay_request
 from pytest_incident.options import IncidentState, positive_speed, state_key
 from pytest_incident.reporting import IncidentReporter
@@ -54,6 +55,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "of its own where the kernel allows one, else the tracer alone, said once; strict = "
         "a namespace or no replay; ptrace = the tracer alone",
     )
+    group.addoption(
+        "--incident-calibrate",
+        action="store_true",
+        dest="incident_calibrate",
+        help="replay each selected request twice against the current code, without judging, "
+        "and write the parts of the answers that differ (ids, timestamps) to "
+        "<incident>.noise.yaml beside the incident file, where expect.response ignores them",
+    )
     parser.addini(
         "incident_dirs",
         type="args",
@@ -81,6 +90,7 @@ def pytest_configure(config: pytest.Config) -> None:
         speed=positive_speed(str(config.getoption("incident_speed"))),
         isolation=str(config.getoption("incident_sandbox")),
         dirs=dirs,
+        calibrate=bool(config.getoption("incident_calibrate")),
     )
     config.stash[state_key] = state
     config.pluginmanager.register(IncidentReporter(), "incident-reporter")
@@ -89,6 +99,12 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_incident.snapshots import exact_snapshot_names
 
         exact_snapshot_names(config, replay_request)
+        if state.calibrate:  # calibration asserts no snapshot: none is unused for it
+            config.option.warn_unused_snapshots = True
+    if state.calibrate:
+        from pytest_incident.calibration import Calibrator
+
+        config.pluginmanager.register(Calibrator(config), "incident-calibrator")
     if state.names:
         files = [find_incident(state, name) for name in state.names]
         state = config.stash[state_key] = replace(state, selected=frozenset(files))
@@ -103,7 +119,11 @@ def incident_files(state: IncidentState) -> Iterator[Path]:
     for directory in state.dirs:
         if directory.is_dir():
             for path in sorted(directory.rglob("*")):
-                if path.suffix in YAML_SUFFIXES and "__snapshots__" not in path.parts:
+                if (
+                    path.suffix in YAML_SUFFIXES
+                    and "__snapshots__" not in path.parts
+                    and not is_noise_file(path)
+                ):
                     yield path
 
 
@@ -131,7 +151,11 @@ def find_incident(state: IncidentState, name: str) -> Path:
 
 
 def is_incident_path(state: IncidentState, path: Path) -> bool:
-    return path.suffix in YAML_SUFFIXES and any(d in path.parents for d in state.dirs)
+    return (
+        path.suffix in YAML_SUFFIXES
+        and not is_noise_file(path)
+        and any(d in path.parents for d in state.dirs)
+    )
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

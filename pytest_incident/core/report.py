@@ -3,9 +3,9 @@
 #
 # Shape: the request (method, target, id, when), was -> now, the problems, the outbound
 # calls and other side effects, production's database writes beside the replay's, the
-# snapshot diff, the response body, the target's last output lines, and the command that
-# replays just this request. A section with nothing to say is left out, except the calls,
-# which say "(none)".
+# snapshot diff, the answer's body fields that differ from production's, the response body,
+# the target's last output lines, and the command that replays just this request. A section
+# with nothing to say is left out, except the calls, which say "(none)".
 from __future__ import annotations
 
 import shlex
@@ -51,6 +51,9 @@ def render_failure(
     if snapshot is not None and snapshot.diff:
         lines.append(f"side-effect log [{snapshot.name}]  (- snapshot, + now):")
         lines.extend(indent(line, "  ") for line in snapshot.diff)
+    if verdict.response_diff:
+        lines.append("response body, by field (production -> now):")
+        lines.extend(indent(line, "  ") for line in verdict.response_diff)
     if result.body:
         lines.append(f"response body (now): {preview(result.body)}")
     if result.output_tail:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pytest_incident.core.responses import Answer, compare_response
 from pytest_incident.core.writes import compare_writes
 from pytest_incident.model.effects import Outcome
 from pytest_incident.model.recorded import RecordedRequest
@@ -26,6 +27,7 @@ class Verdict:
     snapshot: SnapshotCheck | None = None  # None: no snapshot asserted
     writes: str = ""  # production's writes beside the replay's, when they differ
     resolves: StatusCondition = RESOLVED_DEFAULT  # what a resolved request answers now
+    response_diff: tuple[str, ...] = ()  # how the body differs from production's, by field
 
     @property
     def passed(self) -> bool:
@@ -63,7 +65,9 @@ def judge(
     expect: Expect,
     unmatched: UnmatchedMode = UnmatchedMode.ERROR,
     snapshot: SnapshotCheck | None = None,
+    noise: tuple[str, ...] = (),
 ) -> Verdict:
+    """`noise`: what the calibration file says varies in this route's answers."""
     now = result.status
     problems: list[str] = []
     if result.crash:
@@ -79,6 +83,12 @@ def judge(
             f"failed in production ({was}) and is not resolved "
             f"(now {now if now is not None else 'no answer'}; expect.resolved is {resolves})"
         )
+    response_diff: tuple[str, ...] = ()
+    if expect.response is not None:
+        answer = Answer(now, result.headers, result.body)
+        comparison = compare_response(recorded, answer, expect.response, noise)
+        problems.extend(comparison.problems)
+        response_diff = comparison.diff
     if unmatched is UnmatchedMode.ERROR:
         for miss in result.effects:
             if miss.outcome is Outcome.UNMATCHED and not miss.late:
@@ -98,4 +108,5 @@ def judge(
         snapshot=snapshot,
         writes=writes,
         resolves=resolves,
+        response_diff=response_diff,
     )

@@ -79,6 +79,17 @@ class RecordedRequest:
     def body(self) -> bytes:
         return _body(self.span, keys.REQUEST_BODY)
 
+    @property
+    def response_headers(self) -> tuple[tuple[str, str], ...]:
+        return _headers(self.span, keys.RESPONSE_HEADERS)
+
+    @property
+    def response_body(self) -> bytes | None:
+        """The answer's body as recorded; None when the recording did not keep it."""
+        if keys.RESPONSE_BODY not in self.span.attributes:
+            return None
+        return _body(self.span, keys.RESPONSE_BODY)
+
 
 @dataclass(frozen=True)
 class OutboundCall:

@@ -21,6 +21,7 @@ class ReplayResult:
     # what the replay machinery could not do faithfully (a tap that lost track of a
     # connection, a plugin normalizer that is not one): the item fails, naming each
     problems: tuple[str, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()  # the answer's, in the order they came
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
@@ -174,6 +174,62 @@ class SandboxSpec:
     normalize_headers: tuple[HeaderNormalizer, ...] = ()  # header values, before matching
 
 
+# What `expect.response: match` compares (`header:<name>` stands for any header) and what it
+# compares when the file names nothing: the status, the body and its content type.
+RESPONSE_PARTS = ("status", "body", "header:<name>")
+DEFAULT_RESPONSE_MATCH = ("status", "body", "header:content-type")
+
+
+def is_response_part(name: str) -> bool:
+    """True for a part `expect.response.match` accepts (lower case)."""
+    if name.startswith("header:"):
+        return bool(_HEADER_NAME.fullmatch(name.removeprefix("header:")))
+    return name in ("status", "body")
+
+
+def is_noise_entry(name: str) -> bool:
+    """True for what may be ignored in an answer: `header:<name>` or `body:<dotted.path>`
+    (`*` for any key or index)."""
+    if name.startswith("body:"):
+        return bool(name.removeprefix("body:")) and "" not in name[5:].split(".")
+    return name.startswith("header:") and is_response_part(name)
+
+
+@dataclass(frozen=True)
+class ResponseMatch:
+    """`expect.response`: the answer of a request that succeeded in production must equal the
+    recorded one in `parts`, apart from what `ignore` (and the calibration file) name."""
+
+    parts: tuple[str, ...] = DEFAULT_RESPONSE_MATCH
+    ignore: tuple[str, ...] = ()  # `header:<name>` / `body:<dotted.path>`, for every route
+
+
+NOISE_SUFFIX = ".noise.yaml"
+
+
+def noise_path(incident: Path) -> Path:
+    """Where the calibration file of the incident file `incident` lives."""
+    return incident.with_name(incident.stem + NOISE_SUFFIX)
+
+
+def is_noise_file(path: Path) -> bool:
+    """A calibration file (never an incident file itself)."""
+    return path.name.endswith((NOISE_SUFFIX, ".noise.yml"))
+
+
+@dataclass(frozen=True)
+class Noise:
+    """What differed between two replays of the same code (`--incident-calibrate`), per
+    route ("POST /signup"): the answer's parts that are ignored when it is compared. Read
+    from `<incident>.noise.yaml` beside the incident file."""
+
+    path: Path | None = None  # None: there is no calibration file
+    routes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def of(self, route: str) -> tuple[str, ...]:
+        return self.routes.get(route, ())
+
+
 @dataclass(frozen=True)
 class Expect:
     status: StatusCondition | None = None
@@ -182,6 +238,7 @@ class Expect:
     mutations: MutationsMode = MutationsMode.IGNORE
     # what varies between runs, replaced in the side-effect log before it is compared
     normalize: tuple[Normalizer, ...] = tuple(BUILTIN_NORMALIZERS[n] for n in DEFAULT_NORMALIZE)
+    response: ResponseMatch | None = None  # None: the answer's content is not compared
 
 
 @dataclass(frozen=True)
@@ -217,3 +274,4 @@ class IncidentSpec:
     usefixtures: tuple[str, ...]
     line: int  # first line of the top-level mapping
     lines: Mapping[str, int]  # dotted key path -> line: "select.routes", "select.routes[0]"
+    noise: Noise = field(default_factory=Noise)  # the calibration file beside it, when there is one

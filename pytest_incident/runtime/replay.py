@@ -380,7 +380,7 @@ class IncidentReplay:
             self._mutations.clear()  # writes of earlier items (or between items) are theirs
         self.book.begin(request.outbound, label=request.request_id[:8])
         started = time.monotonic()
-        status, body, error = self._send(request, process.launch.port)
+        status, headers, body, error = self._send(request, process.launch.port)
         elapsed = time.monotonic() - started
         effects = list(self.book.end())
         crash = ""
@@ -398,6 +398,7 @@ class IncidentReplay:
             elapsed,
             self._take_mutations(),
             tuple(f"database tap: {p}" for p in self._take_tap_problems()),
+            headers,
         )
 
     def _take_tap_problems(self) -> list[str]:
@@ -435,18 +436,22 @@ class IncidentReplay:
             taken, self._mutations = self._mutations, []
         return (*taken, *pending)
 
-    def _send(self, request: RecordedRequest, port: int) -> tuple[int | None, bytes, str]:
+    def _send(
+        self, request: RecordedRequest, port: int
+    ) -> tuple[int | None, tuple[tuple[str, str], ...], bytes, str]:
+        """The answer's status, headers and body, or (None, (), b"", why there is none)."""
         conn = _Connection(self.network, "127.0.0.1", port, timeout=self.target.request_timeout_s)
         try:
             send_request(conn, request, port)
             response = conn.getresponse()
-            return response.status, response.read(), ""
+            body = response.read()
+            return response.status, tuple(response.getheaders()), body, ""
         except TimeoutError:
-            return None, b"", f"no answer within {self.target.request_timeout_s:g}s"
+            return None, (), b"", f"no answer within {self.target.request_timeout_s:g}s"
         except (OSError, http.client.HTTPException) as exc:
-            return None, b"", f"{type(exc).__name__}: {exc}".rstrip(": ")
+            return None, (), b"", f"{type(exc).__name__}: {exc}".rstrip(": ")
         except ValueError as exc:  # http.client refuses a header or target it cannot send
-            return None, b"", f"the recorded request cannot be sent as HTTP/1.1: {exc}"
+            return None, (), b"", f"the recorded request cannot be sent as HTTP/1.1: {exc}"
         finally:
             conn.close()
 

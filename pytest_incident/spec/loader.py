@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -22,7 +23,8 @@ from typing import Any
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
 
 from pytest_incident.model.errors import IncidentFileError
-from pytest_incident.model.spec import IncidentSpec
+from pytest_incident.model.spec import IncidentSpec, noise_path
+from pytest_incident.spec.noise import load_noise
 from pytest_incident.spec.reader import Problems, SectionReader, Span
 from pytest_incident.spec.scalars import describe
 from pytest_incident.spec.sections import PLANNED_SECTIONS, SECTIONS
@@ -95,7 +97,8 @@ def load_incident(path: Path, environ: Mapping[str, str]) -> IncidentSpec:
         required = ", ".join(REQUIRED_KEYS)
         message = f"the file is empty; expected a mapping with at least: {required}"
         raise IncidentFileError(path, 1, message, text=text)
-    return _load(path, text, document, environ)
+    spec = _load(path, text, document, environ)
+    return replace(spec, noise=load_noise(noise_path(path)))
 
 
 def schema() -> dict[str, Any]:

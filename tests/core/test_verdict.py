@@ -216,3 +216,23 @@ def test_writes_are_compared_once_into_the_verdict() -> None:
     assert verdict.passed  # information, not a failure
     same = Mutation(1, "INSERT ...", (), "INSERT", "accounts", 1, 0, COMMITTED)
     assert core_judge(with_writes, result(200, mutations=[same]), Expect()).writes == ""
+
+
+def test_an_answer_unlike_productions_fails_the_item_with_its_field_diff() -> None:
+    from pytest_incident.model.spec import ResponseMatch
+
+    request = recorded_request(
+        status=201,
+        **{
+            "incident.response.body": '{"total": "5.00", "id": "a"}',
+            "incident.response.headers": '{"content-type": "application/json"}',
+        },
+    )
+    now = ReplayResult(201, b'{"total": "4.99", "id": "b"}', "", (), "", "", 0.0,
+                       headers=(("Content-Type", "application/json"),))  # fmt: skip
+    expect = Expect(response=ResponseMatch())
+    verdict = core_judge(request, now, expect, noise=("body:id",))
+    assert not verdict.passed
+    assert verdict.response_diff == ('total: "5.00" -> "4.99"',)
+    # the twin: without expect.response the answer's content is not judged
+    assert core_judge(request, now, Expect()).passed

@@ -1,0 +1,148 @@
+# `--incident-calibrate`: learn which parts of each route's answers are noise, and write them
+# to the calibration file beside the incident (`<incident>.noise.yaml`, read back by
+# pytest_incident.spec.noise), where `expect.response` ignores them.
+#
+# Every selected request is replayed twice against the same code, as two items: the first
+# pass over the incident, then the second (`[id]#2`), each after its own fixtures, so a
+# database restored per item is restored for both. Each calibration item reports its answer in
+# its user_properties; this plugin gathers them from the reports (on the xdist controller too),
+# compares the two answers of each request (pytest_incident.core.calibration) and, at the end
+# of the session, merges what differed into the file: entries already there stay.
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pytest_incident.core.calibration import RouteNoise, noise_between
+from pytest_incident.core.responses import Answer
+from pytest_incident.model.errors import FileError
+from pytest_incident.model.spec import noise_path
+
+ANSWER = "incident_calibration"  # the user_property of a calibration item: its answer
+MIN_GAP_S = 1.1  # between a request's two replays: second-resolution clocks must move
+
+HEADER = """\
+# What differed between two replays of incident {name} against the same code, per route:
+# `expect.response` ignores these parts of an answer. Written by
+#     pytest --incident={name} --incident-calibrate
+# which adds what it finds to what is here (nothing is removed: delete an entry, or the file,
+# to learn afresh). Entries: header:<name>, body:<dotted.path> (* = any key or index), body.
+"""
+
+
+def answer_property(
+    incident: Path, name: str, route: str, request_id: str, answer: Answer
+) -> tuple[str, dict[str, Any]]:
+    """The user_property a calibration item reports (plain values: it crosses xdist)."""
+    return ANSWER, {
+        "file": str(incident),
+        "incident": name,
+        "route": route,
+        "request": request_id,
+        "status": answer.status,
+        "headers": [list(pair) for pair in answer.headers],
+        "body": base64.b64encode(answer.body).decode("ascii"),
+    }
+
+
+def _answer(data: dict[str, Any]) -> Answer:
+    headers = tuple((str(k), str(v)) for k, v in data["headers"])
+    return Answer(data["status"], headers, base64.b64decode(data["body"]))
+
+
+@dataclass
+class _Incident:
+    name: str
+    answers: dict[str, list[tuple[str, Answer]]] = field(default_factory=dict)  # id -> (route,)
+
+
+class Calibrator:
+    """Gathers calibration answers and writes each incident's calibration file at the end."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.incidents: dict[Path, _Incident] = {}
+        self.lines: list[tuple[str, bool]] = []  # (text, is_warning) for the summary
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        for key, value in report.user_properties:
+            if key == ANSWER and isinstance(value, dict):
+                incident = self.incidents.setdefault(
+                    Path(value["file"]), _Incident(str(value["incident"]))
+                )
+                found = incident.answers.setdefault(str(value["request"]), [])
+                found.append((str(value["route"]), _answer(value)))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput"):  # an xdist worker: the controller writes
+            return
+        for path, incident in sorted(self.incidents.items()):
+            self._write(path, incident)
+
+    def _write(self, path: Path, incident: _Incident) -> None:
+        from pytest_incident.spec.noise import load_noise
+
+        learned = RouteNoise()
+        pairs = 0
+        for request_id, answers in sorted(incident.answers.items()):
+            if len(answers) != 2:
+                continue  # a pass did not run (-x, a failed fixture): nothing to compare
+            (route, first), (_, second) = answers
+            pairs += 1
+            calibration = noise_between(first, second)
+            learned.add(route, calibration.entries)
+            for warning in calibration.warnings:
+                self.lines.append((f"{incident.name} {route} [{request_id[:8]}]: {warning}", True))
+        target = noise_path(path)
+        if not pairs:
+            self.lines.append(
+                (f"{incident.name}: no request was replayed twice; not written", True)
+            )
+            return
+        try:
+            known = load_noise(target).routes
+        except FileError as exc:
+            self.lines.append((f"{exc}\n(not written: fix or delete the file)", True))
+            return
+        routes = learned.merged(known)
+        text = HEADER.format(name=incident.name) + yaml.safe_dump(
+            {"incident": incident.name, "routes": routes},
+            sort_keys=False,
+            default_flow_style=False,
+            allow_unicode=True,
+            width=100,
+        )
+        target.write_text(text, encoding="utf-8")
+        shown = _relative(target, self.config.invocation_params.dir)
+        fields = sum(len(entries) for entries in routes.values())
+        self.lines.append(
+            (
+                f"{incident.name}: {pairs} request(s) replayed twice; wrote {shown}: "
+                f"{fields} varying part(s) in {len(routes)} route(s)",
+                False,
+            )
+        )
+        for route, entries in routes.items():
+            self.lines.append((f"  {route}: {', '.join(entries) or '(nothing varies)'}", False))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.lines:
+            return
+        terminalreporter.section("incident calibration")
+        for text, warning in self.lines:
+            terminalreporter.write_line(text, yellow=warning)
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
