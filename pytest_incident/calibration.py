@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ class Calibrator:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.incidents: dict[Path, _Incident] = {}
-        self.lines: list[tuple[str, bool]] = []  # (text, is_warning) for the summary
+        self.lines: list[tuple[str, str]] = []  # (text, color) for the summary
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":
@@ -84,34 +85,44 @@ class Calibrator:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):  # an xdist worker: the controller writes
             return
-        for path, incident in sorted(self.incidents.items()):
-            self._write(path, incident)
+        written = [self._write(path, incident) for path, incident in sorted(self.incidents.items())]
+        if not all(written) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-    def _write(self, path: Path, incident: _Incident) -> None:
+    def _write(self, path: Path, incident: _Incident) -> bool:
+        """Compare each request's two answers and write the incident's file; False when it
+        could not be written (a run that is not deterministic, a file that is in the way)."""
         from pytest_incident.spec.noise import load_noise
 
         learned = RouteNoise()
-        pairs = 0
+        pairs = once = 0
+        deterministic = True
         for request_id, answers in sorted(incident.answers.items()):
             if len(answers) != 2:
-                continue  # a pass did not run (-x, a failed fixture): nothing to compare
+                once += 1  # a pass did not run (-x, -k, a failed fixture): nothing to compare
+                continue
             (route, first), (_, second) = answers
             pairs += 1
             calibration = noise_between(first, second)
             learned.add(route, calibration.entries)
+            deterministic = deterministic and calibration.deterministic
             for warning in calibration.warnings:
-                self.lines.append((f"{incident.name} {route} [{request_id[:8]}]: {warning}", True))
+                self._say(f"{incident.name} {route} [{request_id[:8]}]: {warning}", warn=True)
+        if once:
+            self._say(f"{incident.name}: {once} request(s) replayed once only, not compared", True)
         target = noise_path(path)
+        shown = _relative(target, self.config.invocation_params.dir)
+        if not deterministic:
+            self._say(f"{incident.name}: {shown} not written: the replay is not deterministic")
+            return False
         if not pairs:
-            self.lines.append(
-                (f"{incident.name}: no request was replayed twice; not written", True)
-            )
-            return
+            self._say(f"{incident.name}: no request replayed twice; nothing written", warn=True)
+            return True
         try:
             known = load_noise(target).routes
         except FileError as exc:
-            self.lines.append((f"{exc}\n(not written: fix or delete the file)", True))
-            return
+            self._say(f"{exc}\n{shown} not written: fix or delete it")
+            return False
         routes = learned.merged(known)
         text = HEADER.format(name=incident.name) + yaml.safe_dump(
             {"incident": incident.name, "routes": routes},
@@ -120,25 +131,42 @@ class Calibrator:
             allow_unicode=True,
             width=100,
         )
-        target.write_text(text, encoding="utf-8")
-        shown = _relative(target, self.config.invocation_params.dir)
+        problem = _replace_file(target, text)
+        if problem:
+            self._say(f"{shown} not written: {problem}")
+            return False
         fields = sum(len(entries) for entries in routes.values())
-        self.lines.append(
-            (
-                f"{incident.name}: {pairs} request(s) replayed twice; wrote {shown}: "
-                f"{fields} varying part(s) in {len(routes)} route(s)",
-                False,
-            )
+        self._say(
+            f"{incident.name}: {pairs} request(s) replayed twice; wrote {shown}: "
+            f"{fields} varying part(s) in {len(routes)} route(s)"
         )
         for route, entries in routes.items():
-            self.lines.append((f"  {route}: {', '.join(entries) or '(nothing varies)'}", False))
+            self._say(f"  {route}: {', '.join(entries) or '(nothing varies)'}")
+        return True
+
+    def _say(self, text: str, warn: bool = False) -> None:
+        self.lines.append((text, "yellow" if warn else "red" if "not written" in text else ""))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.lines:
             return
         terminalreporter.section("incident calibration")
-        for text, warning in self.lines:
-            terminalreporter.write_line(text, yellow=warning)
+        for text, color in self.lines:
+            terminalreporter.write_line(text, **({color: True} if color else {}))
+
+
+def _replace_file(target: Path, text: str) -> str:
+    """Write `text` to `target` through a temporary file beside it; why not, or ""."""
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        return "it is a symbolic link or not a regular file"
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, target)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        return exc.strerror or str(exc)
+    return ""
 
 
 def _relative(path: Path, base: Path) -> str:

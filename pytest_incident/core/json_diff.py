@@ -3,9 +3,11 @@
 # use). Pure.
 #
 # Strategy: walk both values together; objects by key (the recorded order first, then keys
-# that only the new value has), arrays by index, anything else compared as JSON compares it
-# (1 == 1.0, but true is not 1). A pattern path (`*` for any key or index) ignores the field it
-# names and everything below it.
+# that only the new value has), arrays by index, scalars by type and value (1 is not 1.0 nor
+# true: strict clients tell them apart; NaN equals NaN). A pattern path (`*` for any key or
+# index) ignores the VALUE of the field it names and everything below it, never its presence
+# or its kind (null, boolean, number, string, array, object): a field that went away, or
+# turned null, is a change even where its value is noise.
 from __future__ import annotations
 
 import json
@@ -51,11 +53,26 @@ def shown(value: Any, limit: int = 80) -> str:
 
 
 def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    return type(a) is type(b) and bool(a == b)
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float) and a != a:  # NaN
+        return bool(b != b)
+    return bool(a == b)
+
+
+def kind(value: Any) -> str:
+    """A JSON value's kind: absent, null, boolean, number, string, array or object."""
+    if value is ABSENT:
+        return "absent"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 def diff_json(was: Any, now: Any, ignore: Sequence[str] = ()) -> list[Change]:
@@ -79,6 +96,8 @@ def _walk(
     was: Any, now: Any, path: tuple[PathPart, ...], patterns: Sequence[tuple[str, ...]]
 ) -> Iterator[Change]:
     if is_ignored(path, patterns):
+        if kind(was) != kind(now):  # noise varies in value, not in presence or kind
+            yield Change(path, was, now)
         return
     if isinstance(was, dict) and isinstance(now, dict):
         keys = [*was, *(k for k in now if k not in was)]

@@ -52,7 +52,7 @@ def render_failure(
         lines.append(f"side-effect log [{snapshot.name}]  (- snapshot, + now):")
         lines.extend(indent(line, "  ") for line in snapshot.diff)
     if verdict.response_diff:
-        lines.append("response body, by field (production -> now):")
+        lines.append("response body, against production's (production -> now):")
         lines.extend(indent(line, "  ") for line in verdict.response_diff)
     if result.body:
         lines.append(f"response body (now): {preview(result.body)}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,7 @@ class ResponseComparison:
     diff: tuple[str, ...] = ()  # the body's differences, for the report
 
 
+MAX_DECODED_BYTES = 64 * 1024 * 1024  # a compressed body is compared decoded up to this size
 MAX_JSON_DEPTH = 100  # deeper bodies are compared whole, as text (no recursion to exhaust)
 
 
@@ -57,10 +59,36 @@ def parse_json(body: bytes) -> tuple[bool, Any]:
     if not text or text[0] not in "{[":
         return False, None
     try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+        value = json.loads(text, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError):  # not JSON, a duplicate key, a 5000-digit number
         return False, None
     return (True, value) if _shallow(value) else (False, None)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys repeat is not compared as JSON: readers disagree on its value."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise ValueError("duplicate key")
+    return value
+
+
+def decoded(body: bytes, headers: Sequence[tuple[str, str]]) -> bytes:
+    """The body without its Content-Encoding (gzip, deflate), as the client reads it; the
+    body as it is when it is not encoded, or not validly."""
+    encoding = (header_values(headers, "content-encoding") or [""])[-1].lower()
+    if encoding in ("gzip", "x-gzip"):
+        wbits = 16 + 15
+    elif encoding == "deflate":  # zlib-wrapped as the RFC says, or raw as some servers send
+        wbits = 15 if body[:1] == b"\x78" else -15
+    else:
+        return body
+    inflater = zlib.decompressobj(wbits)
+    try:
+        plain = inflater.decompress(body, MAX_DECODED_BYTES)
+    except zlib.error:
+        return body
+    return body if inflater.unconsumed_tail else plain  # a bomb is compared as it came
 
 
 def _shallow(value: Any) -> bool:
@@ -77,9 +105,9 @@ def _shallow(value: Any) -> bool:
     return True
 
 
-def header_value(headers: Sequence[tuple[str, str]], name: str) -> str | None:
-    values = [v for k, v in headers if k.lower() == name]
-    return ", ".join(values) if values else None
+def header_values(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
+    """Every value of header `name` (lower case), in order: repeated headers stay apart."""
+    return [v.strip() for k, v in headers if k.lower() == name]
 
 
 def compare_response(
@@ -87,6 +115,11 @@ def compare_response(
 ) -> ResponseComparison:
     if recorded.failed or recorded.status is None or now.status is None:
         return ResponseComparison()
+    try:
+        recorded_headers = recorded.response_headers
+        recorded_body = recorded.response_body
+    except ValueError as exc:
+        return ResponseComparison((f"the recorded answer cannot be read: {exc}",))
     ignore = (*rule.ignore, *noise)
     problems: list[str] = []
     if "status" in rule.parts and now.status != recorded.status:
@@ -94,26 +127,35 @@ def compare_response(
             f"answered {now.status}, production answered {recorded.status} (expect.response)"
         )
     for part in rule.parts:
-        if not part.startswith("header:") or part in ignore:
+        if not part.startswith("header:"):
             continue
         name = part.removeprefix("header:")
-        was = header_value(recorded.response_headers, name)
-        is_now = header_value(now.headers, name)
+        if not recorded_headers:
+            problems.append(
+                f"the recording kept no response headers to compare {name} with; record "
+                f"them, or leave header:{name} out of expect.response.match"
+            )
+            continue
+        was, is_now = header_values(recorded_headers, name), header_values(now.headers, name)
+        if part in ignore and bool(was) == bool(is_now):
+            continue  # noise: its value varies, never whether it is sent
         if was != is_now:
             problems.append(
-                f"header {name}: {_quoted(is_now)}, production sent {_quoted(was)} "
-                "(expect.response)"
+                f"header {name}: {_shown(is_now)}, production sent {_shown(was)} (expect.response)"
             )
     diff: tuple[str, ...] = ()
     if "body" in rule.parts and "body" not in ignore:
-        body_problem, diff = _compare_body(recorded.response_body, now.body, ignore)
+        was_body = None if recorded_body is None else decoded(recorded_body, recorded_headers)
+        body_problem, diff = _compare_body(was_body, decoded(now.body, now.headers), ignore)
         if body_problem:
             problems.append(body_problem)
     return ResponseComparison(tuple(problems), diff)
 
 
-def _quoted(value: str | None) -> str:
-    return "none" if value is None else repr(value)
+def _shown(values: list[str]) -> str:
+    if not values:
+        return "none"
+    return " + ".join(repr(v) for v in values)
 
 
 def _compare_body(

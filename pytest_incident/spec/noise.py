@@ -11,6 +11,8 @@
 # a file that is not there is no noise.
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -28,12 +30,16 @@ MAX_BYTES = 4 * 1024 * 1024
 def load_noise(path: Path) -> Noise:
     """The calibration file at `path`; an empty Noise when there is none."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_BYTES + 1)
+        # non-blocking: a FIFO in its place must not hang collection
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return Noise()
     except OSError as exc:
         raise IncidentFileError(path, 1, f"cannot read the file: {exc.strerror}", text="") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IncidentFileError(path, 1, "not a regular file", text="")
+        data = handle.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
         raise IncidentFileError(path, 1, f"larger than {MAX_BYTES} bytes", text="")
     try:
@@ -52,7 +58,7 @@ def load_noise(path: Path) -> Noise:
     reader = SectionReader(path, document, Problems(path, text))
     top = document.data
     if not isinstance(top, dict):
-        reader.fail((), f"expected a mapping with `routes:`, got {describe(top)}")
+        reader.add(reader.span(()), f"expected a mapping with `routes:`, got {describe(top)}")
         reader.problems.raise_first()
     for key in top:
         if key not in ("incident", "routes"):
@@ -63,12 +69,22 @@ def load_noise(path: Path) -> Noise:
         reader.fail(("routes",), f"expected a mapping of routes, got {describe(given)}")
     else:
         for route, entries in given.items():
-            if not isinstance(entries, list | str) or any(
-                not isinstance(e, str) for e in (entries if isinstance(entries, list) else [])
-            ):
+            if not isinstance(entries, list | str):
                 reader.fail(
-                    ("routes", route),
-                    f"expected a list of entries, got {describe(entries)}",
+                    ("routes", route), f"expected a list of entries, got {describe(entries)}"
+                )
+                continue
+            wrong = [
+                (i, e)
+                for i, e in enumerate(entries if isinstance(entries, list) else [])
+                if not isinstance(e, str)
+            ]
+            if wrong:
+                i, entry = wrong[0]
+                reader.fail(
+                    ("routes", route, i),
+                    f"expected an entry such as body:<dotted.path> or header:<name> (text), "
+                    f"got {describe(entry)}",
                 )
                 continue
             checked = checked_noise(reader, given, route, ("routes",))

@@ -7,7 +7,8 @@
 # (so `0800` or `1.10` can be used as written rather than as the number YAML 1.1 makes of it).
 # Scalars are built by PyYAML's SafeConstructor, except timestamps, which stay text. Merge keys
 # (`<<`) behave as in SafeLoader. Duplicate keys, complex keys, custom tags and recursive
-# aliases are rejected. Every problem is a YamlLoadError carrying a line; nothing here knows
+# aliases are rejected, and so is a document that aliases expand past MAX_VALUES values or
+# that nests past MAX_DEPTH. Every problem is a YamlLoadError carrying a line; nothing here knows
 # about incidents.
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+
+MAX_VALUES = 100_000  # values in a document, aliases expanded
+MAX_DEPTH = 64  # nesting of mappings and lists
 
 
 class YamlLoadError(Exception):
@@ -72,11 +77,16 @@ def load_yaml(text: str) -> YamlDocument | None:
         raise YamlLoadError(line, f"invalid YAML: {exc.reason}") from None
     except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML error has a mark or position
         raise YamlLoadError(1, f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise YamlLoadError(1, f"nested deeper than {MAX_DEPTH} levels") from None
     if node is None:
         return None
     lines = tuple(text.splitlines())
     walker = _Walker(lines)
-    data = walker.walk(node, (), frozenset())
+    try:
+        data = walker.walk(node, (), frozenset())
+    except RecursionError:
+        raise YamlLoadError(1, f"nested deeper than {MAX_DEPTH} levels") from None
     return YamlDocument(
         data=data,
         spans=MappingProxyType(walker.spans),
@@ -104,11 +114,17 @@ class _Walker:
         self.spans: dict[KeyPath, tuple[int, int]] = {}
         self.key_lines: dict[KeyPath, int] = {}
         self.raw: dict[KeyPath, str] = {}
+        self._values = 0
 
     def walk(self, node: Node, path: KeyPath, stack: frozenset[int]) -> Any:
         start = node.start_mark.line + 1
         if id(node) in stack:
             raise YamlLoadError(start, "recursive alias: a value cannot contain itself")
+        self._values += 1
+        if self._values > MAX_VALUES:  # aliases can multiply a small file (a "billion laughs")
+            raise YamlLoadError(start, f"more than {MAX_VALUES} values once aliases are expanded")
+        if len(path) > MAX_DEPTH:
+            raise YamlLoadError(start, f"nested deeper than {MAX_DEPTH} levels")
         self.spans[path] = (start, self._end_line(node))
         if isinstance(node, ScalarNode):
             self.raw[path] = node.value

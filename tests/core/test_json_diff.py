@@ -45,10 +45,18 @@ def test_each_change_is_named_by_its_path() -> None:
     assert Change(("new",), ABSENT, True).render() == "new: (absent) -> true"
 
 
-def test_types_matter_but_number_spelling_does_not() -> None:
+def test_types_matter_even_between_numbers_and_nan_equals_nan() -> None:
     assert diff_json({"total": "17.91"}, {"total": 17.91}) == [Change(("total",), "17.91", 17.91)]
     assert diff_json({"n": 1}, {"n": True}) == [Change(("n",), 1, True)]
-    assert diff_json({"n": 1}, {"n": 1.0}) == []
+    assert diff_json({"n": 1}, {"n": 1.0}) == [Change(("n",), 1, 1.0)]  # strict clients care
+    assert diff_json({"n": float("nan")}, {"n": float("nan")}) == []
+
+
+def test_an_ignored_field_still_has_to_be_there_and_of_the_same_kind() -> None:
+    was = {"id": "u-1", "total": "5.00"}
+    assert diff_json(was, {"id": "u-2", "total": "5.00"}, ["id"]) == []
+    assert diff_json(was, {"total": "5.00"}, ["id"]) == [Change(("id",), "u-1", ABSENT)]
+    assert diff_json(was, {"id": None, "total": "5.00"}, ["id"]) == [Change(("id",), "u-1", None)]
 
 
 def test_ignored_paths_and_everything_below_them_are_left_out() -> None:

@@ -89,7 +89,7 @@ def test_without_calibration_the_random_ids_fail_every_answer(demo: pytest.Pytes
     result.stdout.fnmatch_lines(
         [
             "*response body differs from production's in 2 field(s): created_at, order_id*",
-            "response body, by field (production -> now):",
+            "response body, against production's (production -> now):",
             '  order_id: "*" -> "*"',
         ]
     )
@@ -116,7 +116,7 @@ def test_a_body_change_the_calibration_did_not_mark_fails_with_a_field_diff(
     result.stdout.fnmatch_lines(
         [
             "*response body differs from production's in 1 field(s): total*",
-            "response body, by field (production -> now):",
+            "response body, against production's (production -> now):",
             '  total: "17.91" -> 17.91',
             "2024-07-orders: 6 replayed, 2 passing (2 resolved), 4 still failing (4 regressed)",
         ]
@@ -136,3 +136,58 @@ def test_a_409_is_not_resolved_when_the_file_asks_for_below_400(demo: pytest.Pyt
     result = demo.runpytest("--incident=2024-07-orders")
     result.assert_outcomes(passed=5, failed=1)
     result.stdout.fnmatch_lines(["*failed in production (500) and is not resolved (now 409;*"])
+
+
+# State kept in the target process: the second replay of a checkout sees the first.
+REMEMBERING = """
+from flask import jsonify, request
+
+from examples.orders import app as orders
+
+app = orders.app
+seen = set()
+
+
+@app.before_request
+def refuse_repeats():
+    body = request.get_data()
+    if body in seen:
+        return jsonify(error="duplicate order"), 409
+    seen.add(body)
+"""
+
+
+def test_a_calibration_that_is_not_deterministic_writes_nothing_and_fails(
+    demo: pytest.Pytester,
+) -> None:
+    (demo.path / NOISE).unlink()
+    demo.makepyfile(orders_remembering=REMEMBERING)
+    use_target(demo, "orders_remembering:app")
+    result = demo.runpytest("--incident=2024-07-orders", "--incident-calibrate")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*POST /orders ?????????]: answered 201, then 409: the replay is not deterministic, "
+            "so nothing is learned from it*",
+            "2024-07-orders: incidents/2024-07-orders.noise.yaml not written: the replay is "
+            "not deterministic",
+        ]
+    )
+    assert not (demo.path / NOISE).exists()
+
+
+def test_a_calibration_file_in_the_way_is_reported_not_a_traceback(
+    demo: pytest.Pytester,
+) -> None:
+    noise = demo.path / NOISE
+    noise.unlink()
+    noise.symlink_to(demo.path / "nowhere" / "noise.yaml")  # dangling
+    result = demo.runpytest("--incident=2024-07-orders", "--incident-calibrate")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "incidents/2024-07-orders.noise.yaml not written: it is a symbolic link or not a "
+            "regular file"
+        ]
+    )
+    result.stdout.no_fnmatch_line("*Traceback*")

@@ -82,7 +82,7 @@ def test_prices_paired_by_arrival_order_fail_with_the_fields_that_moved(
     result.stdout.fnmatch_lines(
         [
             "*response body differs from production's in * field(s): prices.*",
-            "response body, by field (production -> now):",
+            "response body, against production's (production -> now):",
             '  prices.*: "*" -> "*"',
         ]
     )

@@ -106,7 +106,8 @@ def test_no_calibration_file_is_no_noise(tmp_path: Path) -> None:
     [
         ("routes:\n  POST /orders: [bodies]\n", 2, "'bodies' is not a part of an answer"),
         ("routes: [a]\n", 1, "expected a mapping of routes, got a list"),
-        ("- a\n", 1, "expected a mapping with `routes:`, got a list"),
+        ("- a\n", 1, "noise.yaml:1: expected a mapping with `routes:`, got a list"),
+        ("routes:\n  POST /orders: [3]\n", 2, "expected an entry such as body:<dotted.path>"),
         ("incident: x\nroute: {}\n", 2, "unknown key 'route'; allowed: incident, routes"),
         ("routes:\n  POST /orders: {a: 1}\n", 2, "expected a list of entries, got a mapping"),
         ("routes: {a: [\n", 2, "invalid YAML"),
@@ -119,3 +120,22 @@ def test_calibration_file_mistakes_name_its_own_line(
     assert problem.path == tmp_path / "orders.noise.yaml"
     assert problem.line == line, str(problem)
     assert message in str(problem)
+
+
+def test_a_fifo_in_place_of_the_calibration_file_does_not_hang(tmp_path: Path) -> None:
+    import os
+
+    path = write(tmp_path, "expect: {response: match}\n")
+    os.mkfifo(tmp_path / "orders.noise.yaml")
+    problem = error(path)
+    assert "orders.noise.yaml:1: not a regular file" in str(problem)
+
+
+def test_aliases_that_expand_a_small_file_enormously_are_refused(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 8)]
+    noise = "\n".join(lines) + "\n"
+    problem = error(write(tmp_path, "expect: {response: match}\n", noise))
+    assert "more than 100000 values once aliases are expanded" in str(problem)
+    deep = write(tmp_path, "expect: {response: match}\n", "routes: " + "[" * 3000 + "]" * 3000)
+    assert "nested deeper than 64 levels" in str(error(deep))
