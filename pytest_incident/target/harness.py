@@ -15,8 +15,9 @@
 # harness exits with status 3 (the server is not installed in this interpreter, the app does
 # not load). The runtime still waits for the port itself.
 #
-# Nothing is added to the request the client sent: wsgiref's invented `Content-Type:
-# text/plain` is taken out; the other servers add no request header.
+# Nothing is added to the request the client sent: what wsgiref invents for a request without
+# them (`CONTENT_TYPE: text/plain`, an empty `CONTENT_LENGTH`) is taken out; the other servers
+# add no request header.
 from __future__ import annotations
 
 import argparse
@@ -129,6 +130,8 @@ class Handler(WSGIRequestHandler):
         environ: dict[str, Any] = super().get_environ()
         if self.headers.get("content-type") is None:  # wsgiref would invent text/plain
             environ.pop("CONTENT_TYPE", None)
+        if self.headers.get("content-length") is None:  # ... and an empty length
+            environ.pop("CONTENT_LENGTH", None)
         return environ
 
 
@@ -165,12 +168,12 @@ def serve_gunicorn(ref: str, port: int, status: Status) -> None:
                 if name in self.cfg.settings:
                     self.cfg.set(name, value)
 
-        def load(self) -> Callable[..., Any]:
+        def load(self) -> Callable[..., Any]:  # in the worker
             try:
                 return loaded(ref, "wsgi")
             except SetupError as exc:
                 status.error(str(exc))
-                raise
+                sys.exit(SETUP_FAILED)  # the worker's boot error, which stops the arbiter
 
     Harness().run()
 
