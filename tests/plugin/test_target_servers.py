@@ -271,7 +271,8 @@ def test_a_server_missing_in_the_target_python_is_an_item_error(
     result = run(project, f"{target}  python: {venv}\n")
     result.assert_outcomes(failed=2)
     python = venv / "bin" / "python"
-    result.stdout.fnmatch_lines([f"*incidents/echo.yaml:*: {message.format(python=python)}"])
+    # at the line of the app the target serves
+    result.stdout.fnmatch_lines([f"*incidents/echo.yaml:4: {message.format(python=python)}"])
     output = result.stdout.str()
     assert "Traceback" not in output and "INTERNALERROR" not in output
     assert seen(project) == []
