@@ -1,7 +1,7 @@
 # The `wsgi`/`asgi` target harness: serves one application on a loopback port with the server
 # `target.server` names, the way production runs it. It runs INSIDE the sandbox, in the
 # target's own interpreter (`target.python`), so it imports only the standard library, the
-# chosen server and the app, and keeps to syntax every Python 3 the target may run accepts:
+# chosen server and the app, and keeps to what Python 3.8 runs (an older app venv may):
 #
 #     python pytest_incident/target/harness.py wsgi package.module:app --server gunicorn \
 #         --port 8000 [--status FILE]
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 HOST = "127.0.0.1"
 THREADS = 8  # request threads of gunicorn's worker and of waitress
-SERVERS = {
+SERVERS = {  # as pytest_incident.model.spec.SERVERS says (a test checks they agree)
     "wsgi": ("gunicorn", "waitress", "wsgiref"),
     "asgi": ("uvicorn", "hypercorn"),
 }

@@ -86,6 +86,13 @@ def test_a_server_that_does_not_fit_names_what_is_allowed(
     assert "  >  5 |   server:" in str(err)
 
 
+def test_the_harness_serves_every_server_the_file_allows() -> None:
+    from pytest_incident.target import harness
+
+    assert dict(SERVERS) == harness.SERVERS
+    assert set(harness.SERVE) == {name for names in SERVERS.values() for name in names}
+
+
 def test_wsgi_and_asgi_together_is_an_error(tmp_path: Path) -> None:
     err = error(tmp_path, HEAD + "target:\n  wsgi: a:app\n  asgi: b:app\n")
     assert (err.line, err.message) == (
