@@ -1,8 +1,9 @@
-# What the demo recorders share (examples/signup/record_incident.py and
-# examples/receipts/record_incident.py): each runs a demo's production code in-process on
-# 127.0.0.1 behind RecordingMiddleware (one Server span per request), sends it scripted requests,
-# places each request at a fixed time on the incident timeline (retime) and writes the spans
-# and the incident YAML (main).
+# What the demo recorders share (examples/signup/, examples/receipts/ and examples/quotes/
+# record_incident.py): each runs a demo's production code in-process on 127.0.0.1 behind
+# RecordingMiddleware (WSGI, served by wsgiref) or AsgiRecordingMiddleware (ASGI, served by
+# uvicorn), one Server span per request, sends it scripted requests, places each request at a
+# fixed time on the incident timeline (retime) and writes the spans and the incident YAML
+# (main).
 #
 # Determinism: ids come from a counter (Ids: sha256 of "<prefix>-<n>"), a request keeps its
 # spans' real relative offsets and durations, and spans are sorted by (Timestamp, SpanId).
@@ -21,9 +22,10 @@ import io
 import json
 import os
 import queue
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,6 +206,98 @@ class RecordingMiddleware:
         return [response_body]
 
 
+ASGIApp = Callable[..., Awaitable[None]]
+
+
+class AsgiRecordingMiddleware:
+    """ASGI middleware: one Server span per HTTP request, handed to `done` when it ends. The
+    request headers are recorded as the server handed them over (in order, lower case), the
+    Host the client sent included."""
+
+    def __init__(self, app: ASGIApp, ids: Ids, done: queue.Queue[Exchange]) -> None:
+        self.app, self.ids, self.done = app, ids, done
+
+    async def __call__(self, scope: dict[str, Any], receive: ASGIApp, send: ASGIApp) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter_ns()
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        request_body = b"".join(chunks)
+        given = False
+
+        async def again() -> dict[str, Any]:
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": request_body, "more_body": False}
+            return await receive()  # type: ignore[no-any-return]
+
+        answer: dict[str, Any] = {"body": []}
+
+        async def capture(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+                answer["headers"] = [(k.decode(), v.decode()) for k, v in message["headers"]]
+            elif message["type"] == "http.response.body":
+                answer["body"].append(message.get("body", b""))
+            await send(message)
+
+        method, path = scope["method"], scope["path"]
+        exchange = Exchange(
+            self.ids.trace(),
+            RawSpan(start, 0, f"{method} {path}", SpanKind.SERVER, {}, span_id=self.ids.span()),
+        )
+        try:
+            await self.app(scope, again, capture)
+        finally:  # also when the app raised after its server answered 500 for it
+            server = exchange.server
+            status = answer.get("status", 500)
+            server.duration_ns = time.perf_counter_ns() - start
+            server.status_code = "Error" if status >= 500 else "Unset"
+            headers = [[k.decode(), v.decode()] for k, v in scope["headers"]]
+            server.attributes = {
+                "http.request.method": method,
+                "url.path": path,
+                "url.query": scope.get("query_string", b"").decode(),
+                "http.route": path,  # the demo's routes have no path parameters
+                "incident.request.headers": json.dumps(headers),
+                **conventions.encode_body(conventions.REQUEST_BODY, request_body),
+                **conventions.response(status, answer.get("headers", []), b"".join(answer["body"])),
+            }
+            self.done.put(exchange)
+
+
+@contextmanager
+def serving_asgi(app: ASGIApp, name: str, verbose: bool = False) -> Iterator[int]:
+    """Serve `app` with uvicorn on 127.0.0.1, any free port, from a thread named `name`; the
+    port. Its logs (the 500s' tracebacks) only when `verbose`."""
+    import uvicorn
+
+    sock = socket.create_server((LOOPBACK, 0))
+    config = uvicorn.Config(
+        app, log_config=None, log_level="info" if verbose else "critical", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise SystemExit("recorder: uvicorn did not start")
+            time.sleep(0.01)
+        yield int(sock.getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join()
+        sock.close()
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -223,11 +317,21 @@ def serving(app: WSGIApp, name: str) -> Iterator[WSGIServer]:
         server.server_close()
 
 
-def send(port: int, method: str, path: str, body: Any, headers: Mapping[str, str]) -> int:
-    """One scripted request to the served app (`body` as JSON unless None); its status."""
+def send(
+    port: int,
+    method: str,
+    path: str,
+    body: Any,
+    headers: Mapping[str, str],
+    host: str | None = None,
+) -> int:
+    """One scripted request to the served app (`body` as JSON unless None); its status.
+    `host`: the Host header production's clients sent (default: the loopback address)."""
     conn = http.client.HTTPConnection(LOOPBACK, port, timeout=30)
     try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
+        conn.putrequest(method, path, skip_host=host is not None, skip_accept_encoding=True)
+        if host is not None:
+            conn.putheader("Host", host)
         data = json.dumps(body).encode("utf-8") if body is not None else b""
         sent = dict(headers)
         if body is not None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_incident import reporting
-from pytest_incident.model.errors import FileError, ReplayError, ReplayFailure
+from pytest_incident.model.errors import FileError, ReplayError, ReplayFailure, TargetError
 from pytest_incident.model.spec import MutationsMode
 from pytest_incident.options import state_key
 
@@ -281,7 +281,12 @@ class IncidentItem(pytest.Function):
         if isinstance(excinfo.value, ReplayFailure):
             return excinfo.value.report
         if isinstance(excinfo.value, ReplayError):
-            message = f"{self.incident_file.path}:{self.line}: {excinfo.value}"
+            line = self.line
+            if isinstance(excinfo.value, TargetError):  # at the line that says how to start it
+                spec = self.incident_file.spec
+                kind = spec.target.interface or "command"
+                line = spec.lines.get(f"target.{kind}", spec.lines.get("target", line))
+            message = f"{self.incident_file.path}:{line}: {excinfo.value}"
             replay = self.incident_file.replay
             tail = replay.process.output_tail() if replay and replay.process else ""
             if not tail:

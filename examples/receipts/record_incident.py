@@ -23,9 +23,7 @@
 from __future__ import annotations
 
 import contextlib
-import http.client
 import importlib
-import ipaddress
 import json
 import logging
 import os
@@ -39,7 +37,6 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -64,13 +61,12 @@ from ..recording import (
     RawSpan,
     RecordingMiddleware,
     checked,
-    http_client_span,
     no_proxy_env,
-    record_response,
     retime,
     send,
     serving,
 )
+from ..recording_proxy import RecordingProxy, RelayEvent, Timeline, loopback_only
 from .fakes import FakeStripe, FakeTaxApi, Outage
 
 INCIDENT = "2024-06-receipts"
@@ -146,141 +142,6 @@ sandbox:
   match_on: [method, host, path, query, body]
 expect: {status: "<500", resolved: true}
 """
-
-
-# --- only loopback ---------------------------------------------------------------------------
-
-
-def _is_loopback(host: Any) -> bool:
-    if isinstance(host, bytes):
-        host = host.decode("ascii", "replace")
-    if not isinstance(host, str):
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
-
-
-def loopback_only(event: str, args: tuple[Any, ...]) -> None:
-    """Audit hook: name lookups and connects/sends to anything but loopback fail here."""
-    if event == "socket.getaddrinfo" and args[0] is not None and not _is_loopback(args[0]):
-        raise OSError(f"recorder: refusing to resolve {args[0]!r}; only loopback is allowed")
-    if event in ("socket.gethostbyname", "socket.gethostbyaddr"):
-        raise OSError(f"recorder: refusing {event}({args[0]!r})")  # getfqdn() shrugs it off
-    outbound = event in ("socket.connect", "socket.sendto") and isinstance(args[1], tuple)
-    if outbound and not _is_loopback(args[1][0]):
-        raise OSError(f"recorder: refusing to reach {args[1]!r}; only loopback is allowed")
-
-
-# --- what happened outside the app -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RelayEvent:
-    at_ns: int
-    conn: int  # connection number within its relay
-    kind: str  # open, send (client -> server), reply (server -> client), close
-
-
-class Timeline:
-    """What happened outside the app while one request was served (requests are sequential)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._clients: list[RawSpan] = []
-        self._relays: dict[str, list[RelayEvent]] = {}
-
-    def add_client(self, span: RawSpan) -> None:
-        with self._lock:
-            self._clients.append(span)
-
-    def add_relay(self, relay: str, event: RelayEvent) -> None:
-        with self._lock:
-            self._relays.setdefault(relay, []).append(event)
-
-    def take(self) -> tuple[list[RawSpan], dict[str, list[RelayEvent]]]:
-        with self._lock:
-            taken = (sorted(self._clients, key=lambda s: s.start_ns), self._relays)
-            self._clients, self._relays = [], {}
-        return taken
-
-
-# --- outbound HTTP: recording reverse proxies ------------------------------------------------
-
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
-
-
-class RecordingProxy(ThreadingHTTPServer):
-    """Plain HTTP on 127.0.0.1 -> the upstream fake; each exchange is a Client span that
-    names `production` (e.g. https://api.stripe.com) as the destination."""
-
-    daemon_threads = True  # idle keep-alive connections (the stripe SDK pools) do not block
-
-    def __init__(self, production: str, upstream: tuple[str, int], timeline: Timeline) -> None:
-        self.production = production.rstrip("/")
-        self.upstream = upstream
-        self.timeline = timeline
-        super().__init__((LOOPBACK, 0), _ProxyHandler)
-        self._thread = threading.Thread(
-            target=self.serve_forever, args=(0.05,), name="recording-proxy", daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.server_address[1]}"
-
-    def stop(self) -> None:
-        self.shutdown()
-        self._thread.join()
-        self.server_close()
-
-
-class _ProxyHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 5.0
-    server: RecordingProxy
-
-    def do_GET(self) -> None:
-        self._forward()
-
-    def do_POST(self) -> None:
-        self._forward()
-
-    def _forward(self) -> None:
-        start = time.perf_counter_ns()
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        sent = [(k, v) for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP]
-        upstream = http.client.HTTPConnection(*self.server.upstream, timeout=10)
-        try:
-            upstream.request(self.command, self.path, body=body or None, headers=dict(sent))
-            response = upstream.getresponse()
-            answer = response.read()
-            got = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
-        finally:
-            upstream.close()
-        self.send_response_only(response.status, response.reason)
-        for name, value in got:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-        production = self.server.production
-        recorded = {k.lower(): v for k, v in sent}
-        recorded.update({k: v for k, v in REDACTED_HEADERS.items() if k in recorded})
-        recorded["host"] = production.split("://", 1)[1]
-        span = http_client_span(self.command, production + self.path, recorded.items(), body, start)
-        span.duration_ns = time.perf_counter_ns() - start
-        record_response(span, response.status, [*got, ("content-length", str(len(answer)))], answer)
-        self.server.timeline.add_client(span)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 # --- SMTP and Redis: timing TCP relays in front of the stubs ---------------------------------
@@ -475,9 +336,13 @@ def record(verbose: bool = False) -> list[Span]:
 
         stripe_fake = stack.enter_context(FakeStripe())
         tax_fake = stack.enter_context(FakeTaxApi([OUTAGE]))
-        stripe_proxy = RecordingProxy(STRIPE_PRODUCTION, (LOOPBACK, stripe_fake.port), timeline)
+        stripe_proxy = RecordingProxy(
+            STRIPE_PRODUCTION, (LOOPBACK, stripe_fake.port), timeline, REDACTED_HEADERS
+        )
         stack.callback(stripe_proxy.stop)
-        tax_proxy = RecordingProxy(TAX_PRODUCTION, (LOOPBACK, tax_fake.port), timeline)
+        tax_proxy = RecordingProxy(
+            TAX_PRODUCTION, (LOOPBACK, tax_fake.port), timeline, REDACTED_HEADERS
+        )
         stack.callback(tax_proxy.stop)
         smtp_stub = SmtpStub(book, tls=smtp_tls)
         stack.callback(smtp_stub.close)

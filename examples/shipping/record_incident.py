@@ -3,7 +3,7 @@
 #
 # It runs the production code (app_before_fix) in-process on 127.0.0.1 behind the recording
 # WSGI middleware and sends it the scripted quotes below. CARRIER_URL points the app at a
-# recording reverse proxy (examples/receipts/record_incident.py's) in front of the scripted
+# recording reverse proxy (examples/recording_proxy.py) in front of the scripted
 # fake carrier (fake_carrier.py); each rate call becomes a Client span naming
 # https://api.carrier.example. The calls of one quote are concurrent and finish out of order,
 # and each carries a random Idempotency-Key, so a replay must match them by content.
@@ -20,7 +20,6 @@ from pytest_incident.model.spans import Span, parse_timestamp
 
 from .. import recording
 from ..fakes_base import LOOPBACK
-from ..receipts.record_incident import RecordingProxy, Timeline, loopback_only
 from ..recording import (
     Exchange,
     Ids,
@@ -31,6 +30,7 @@ from ..recording import (
     send,
     serving,
 )
+from ..recording_proxy import RecordingProxy, Timeline, loopback_only
 from . import app_before_fix
 from .fake_carrier import FakeCarrier
 

@@ -127,8 +127,17 @@ class Select:
     requests: tuple[str, ...] = ()  # lowercase trace-id prefixes, >= 4 hex digits
 
 
+# The servers the harness runs an app with, by interface; the first is the default.
+SERVERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"wsgi": ("gunicorn", "waitress", "wsgiref"), "asgi": ("uvicorn", "hypercorn")}
+)
+
+
 @dataclass(frozen=True)
 class Target:
+    """How to start the current code: exactly one of `wsgi`, `asgi` (an app the harness
+    serves with `server`) or `command` (a program that serves on "{port}" itself)."""
+
     wsgi: str | None  # "package.module:attribute"
     command: tuple[str, ...] | None  # contains "{port}"
     env: Mapping[str, str]
@@ -138,6 +147,27 @@ class Target:
     # variables of pytest's own environment the target gets as they are (absent ones are
     # skipped); everything else of pytest's environment stays out of the target's
     pass_env: tuple[str, ...] = ()
+    asgi: str | None = None  # "package.module:attribute"
+    server: str | None = None  # one of SERVERS[interface]; None: the interface's default
+    # the interpreter of wsgi/asgi targets and of "{python}" (None: pytest's own)
+    python: Path | None = None
+
+    @property
+    def interface(self) -> str | None:
+        """ "wsgi" or "asgi" for an app the harness serves; None for a command."""
+        return "wsgi" if self.wsgi is not None else "asgi" if self.asgi is not None else None
+
+    @property
+    def app(self) -> str | None:
+        return self.wsgi if self.wsgi is not None else self.asgi
+
+    @property
+    def served_by(self) -> str | None:
+        """The server the harness runs the app with (None for a command)."""
+        interface = self.interface
+        if interface is None:
+            return None
+        return self.server or SERVERS[interface][0]
 
 
 # The parts of an outbound call `sandbox.match_on` may name; `header:<name>` stands for any

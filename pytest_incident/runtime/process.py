@@ -39,6 +39,9 @@ class Launch:
     cwd: Path
     port: int
     ready_timeout_s: float = 30.0
+    # written by the harness: "ready" once the app is loaded where it is served, or
+    # "error: <why>" before it exits (None: the port alone says the target is ready)
+    status_file: Path | None = None
 
 
 def describe_exit(code: int | None) -> str:
@@ -116,6 +119,8 @@ class TargetProcess:
                 self.launch.argv, self.policy, self.network, self.workdir, self.events_path
             )
         self.events_path.touch()
+        if self.launch.status_file is not None:
+            self.launch.status_file.unlink(missing_ok=True)  # a previous start's
         with open(self.log_path, "ab") as log:
             log.write(f"--- start #{self.starts}: {' '.join(self.launch.argv)}\n".encode())
             log.flush()
@@ -134,11 +139,19 @@ class TargetProcess:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.launch.ready_timeout_s
         while time.monotonic() < deadline:
-            if self.exit_code() is not None:
+            exited = self.exit_code() is not None
+            status = self._status()  # read after: all it wrote before it exited
+            if status.startswith("error: "):  # the harness says why it cannot serve
+                self.stop()
+                raise TargetError(status.removeprefix("error: "))
+            if exited:
                 raise TargetError(
                     f"target {describe_exit(self.exit_code())} before it "
                     f"listened on 127.0.0.1:{self.launch.port}"
                 )
+            if self.launch.status_file is not None and status != "ready":
+                time.sleep(0.02)
+                continue
             try:
                 with self.network.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
                     probe.settimeout(0.5)
@@ -151,6 +164,15 @@ class TargetProcess:
             f"target did not listen on 127.0.0.1:{self.launch.port} within "
             f"{self.launch.ready_timeout_s:g}s"
         )
+
+    def _status(self) -> str:
+        """The harness's status line ("" before it wrote one, or without a status file)."""
+        if self.launch.status_file is None:
+            return ""
+        try:
+            return self.launch.status_file.read_text(errors="replace").strip()
+        except FileNotFoundError:
+            return ""
 
     def exit_code(self) -> int | None:
         return None if self._proc is None else self._proc.poll()

@@ -268,23 +268,33 @@ class IncidentReplay:
     def _launch(self) -> Launch:
         config = self.target
         port = free_port(self.network)
-        if config.wsgi is not None:
+        python = str(config.python or sys.executable)
+        status_file = None
+        if config.app is not None and config.interface is not None:
             # run by path: the harness imports nothing of this package inside the target
-            argv: tuple[str, ...] = (sys.executable, str(HARNESS), config.wsgi, "--port", str(port))
+            status_file = self.workdir / "harness-status"
+            argv: tuple[str, ...] = (
+                python, str(HARNESS), config.interface, config.app,
+                "--server", str(config.served_by), "--port", str(port),
+                "--status", str(status_file),
+            )  # fmt: skip
         elif config.command is not None:
             argv = tuple(
-                part.replace("{port}", str(port)).replace("{python}", sys.executable)
+                part.replace("{port}", str(port)).replace("{python}", python)
                 for part in config.command
             )
         else:
-            raise ReplayConfigError("target needs one of: wsgi, command")
-        return Launch(argv, self._target_env(), self.cwd, port, config.ready_timeout_s)
+            raise ReplayConfigError("target needs one of: wsgi, asgi, command")
+        return Launch(argv, self._target_env(), self.cwd, port, config.ready_timeout_s, status_file)
 
     def _target_env(self) -> dict[str, str]:
         """The target's environment: its own (see target_base_env), the replay's markers,
         and what makes it trust the run's CA."""
         config = self.target
-        env = {**target_base_env(os.environ, config.pass_env), **config.env}
+        env = target_base_env(os.environ, config.pass_env)
+        if config.python is not None:
+            env = interpreter_env(config.python, env)
+        env.update(config.env)
         # the target's own PYTHONPATH (from target.env or the environment) comes after its
         # working directory, and the in-target hooks come first
         paths = [str(self.cwd), env.get("PYTHONPATH", "")]
@@ -515,6 +525,19 @@ def target_base_env(host: Mapping[str, str], pass_env: Sequence[str]) -> dict[st
     """The part of pytest's environment a target starts from."""
     names = {*BASE_ENV, *pass_env}
     return {name: value for name, value in host.items() if name in names or name.startswith("LC_")}
+
+
+def interpreter_env(python: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """`env` for a target run by `python` (target.python), as activating its venv would make
+    it: VIRTUAL_ENV names that venv and its bin comes first on PATH; pytest's VIRTUAL_ENV is
+    dropped when `python` is in no venv."""
+    changed = {name: value for name, value in env.items() if name != "VIRTUAL_ENV"}
+    venv = python.parent.parent
+    if (venv / "pyvenv.cfg").is_file():
+        changed["VIRTUAL_ENV"] = str(venv)
+        path = [str(venv / "bin"), env.get("PATH", "")]
+        changed["PATH"] = os.pathsep.join(p for p in path if p)
+    return changed
 
 
 def send_request(conn: http.client.HTTPConnection, request: RecordedRequest, port: int) -> None:

@@ -357,7 +357,8 @@ target: {wsgi: "broken_app:app", ready_timeout: 20s}
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
-            "*incidents/broken.yaml:*: target exited with status 1 before it listened on *",
+            "*incidents/broken.yaml:*: cannot load the WSGI app broken_app:app: "
+            "ModuleNotFoundError: No module named 'no_such_module_anywhere'",
             "target output (last lines):",
             "*ModuleNotFoundError: No module named 'no_such_module_anywhere'",
         ]

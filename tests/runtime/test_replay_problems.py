@@ -110,3 +110,22 @@ def test_the_target_starts_from_its_own_environment_not_pytests() -> None:
     passed = target_base_env(host, ("PGPASSWORD", "ABSENT"))
     assert passed["PGPASSWORD"] == "pw"
     assert "ABSENT" not in passed and "AWS_SECRET_ACCESS_KEY" not in passed
+
+
+def test_target_python_gets_its_venv_as_activating_it_would(tmp_path: Path) -> None:
+    from pytest_incident.runtime.replay import interpreter_env
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    pytests = {"PATH": "/pytest-venv/bin:/usr/bin", "VIRTUAL_ENV": "/pytest-venv", "HOME": "/h"}
+    assert interpreter_env(venv / "bin" / "python", pytests) == {
+        "PATH": f"{venv}/bin:/pytest-venv/bin:/usr/bin",
+        "VIRTUAL_ENV": str(venv),
+        "HOME": "/h",
+    }
+    # an interpreter in no venv: pytest's VIRTUAL_ENV does not describe it
+    assert interpreter_env(Path("/usr/bin/python3"), pytests) == {
+        "PATH": "/pytest-venv/bin:/usr/bin",
+        "HOME": "/h",
+    }

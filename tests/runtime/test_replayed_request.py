@@ -1,6 +1,6 @@
 """The replayed request is the recorded one: method, target, every header in recorded order
 (Host and Accept-Encoding as recorded, nothing added) and the body; only framing is the
-replay's. And the wsgi harness invents no Content-Type."""
+replay's. And the wsgi harness invents no Content-Type or Content-Length."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_nothing_is_added_to_a_bare_request() -> None:
 APP = """
 def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
-    return [repr(environ.get("CONTENT_TYPE")).encode()]
+    return [repr((environ.get("CONTENT_TYPE"), environ.get("CONTENT_LENGTH"))).encode()]
 """
 
 
@@ -98,7 +98,8 @@ def harness(tmp_path: Path) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, str(HARNESS), "echo_app:app", "--port", str(port)],
+        [sys.executable, str(HARNESS), "wsgi", "echo_app:app", "--server", "wsgiref",
+         "--port", str(port)],
         cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)}, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
@@ -115,7 +116,11 @@ def harness(tmp_path: Path) -> Iterator[str]:
         proc.wait()
 
 
-def test_the_wsgi_harness_invents_no_content_type(harness: str) -> None:
-    assert urllib.request.urlopen(harness, timeout=5).read() == b"None"
-    typed = urllib.request.Request(harness, headers={"Content-Type": "application/json"})
-    assert urllib.request.urlopen(typed, timeout=5).read() == b"'application/json'"  # the twin
+def test_the_wsgi_harness_invents_no_content_type_or_length(harness: str) -> None:
+    """wsgiref alone gives a bare request CONTENT_TYPE text/plain and an empty CONTENT_LENGTH
+    (every server's view of the recorded request: tests/plugin/test_target_servers.py)."""
+    assert urllib.request.urlopen(harness, timeout=5).read() == b"(None, None)"
+    typed = urllib.request.Request(
+        harness, data=b"{}", headers={"Content-Type": "application/json"}
+    )
+    assert urllib.request.urlopen(typed, timeout=5).read() == b"('application/json', '2')"

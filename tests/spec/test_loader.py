@@ -239,8 +239,9 @@ def test_unknown_nested_key(tmp_path: Path) -> None:
         """,
     )
     assert err.line == 5
-    assert err.message.startswith("target: unknown key 'ready_timeot'; allowed: wsgi, command,")
-    assert "asgi" not in err.message  # not supported yet, so not offered
+    assert err.message.startswith(
+        "target: unknown key 'ready_timeot'; allowed: wsgi, asgi, command, server, python, env,"
+    )
 
 
 @pytest.mark.parametrize(
@@ -337,7 +338,7 @@ def test_both_wsgi_and_command(tmp_path: Path) -> None:
         """,
     )
     assert err.line == 5
-    assert err.message == "target needs exactly one of: wsgi, command; got both"
+    assert err.message == "target needs exactly one of: wsgi, asgi, command; got wsgi and command"
 
 
 def test_neither_wsgi_nor_command(tmp_path: Path) -> None:
@@ -351,7 +352,7 @@ def test_neither_wsgi_nor_command(tmp_path: Path) -> None:
         """,
     )
     assert err.line == 4
-    assert err.message.startswith("target needs exactly one of: wsgi, command")
+    assert err.message == "target needs exactly one of: wsgi, asgi, command; got none"
 
 
 def test_command_without_port(tmp_path: Path) -> None:
@@ -539,11 +540,6 @@ def test_keys_not_supported_yet(tmp_path: Path, extra: str, line: int, name: str
         assert err.message.startswith("unknown key 'target2'")
     else:
         assert err.message == f"{name}: not supported yet by pytest-incident 0.1"
-
-
-def test_asgi_not_supported_yet(tmp_path: Path) -> None:
-    err = error(tmp_path, f"window: {START} .. {END}\nsource: x.jsonl\ntarget: {{asgi: a:b}}\n")
-    assert (err.line, err.message) == (3, "target.asgi: not supported yet by pytest-incident 0.1")
 
 
 # --- errors: YAML itself -----------------------------------------------------------------------

@@ -1,40 +1,49 @@
-# `target:` how to start the current code: exactly one of `wsgi` (run by the bundled harness)
-# or `command` (any server, `{port}` replaced by the port it must listen on), its environment
-# (`env`, and `pass_env`: pytest's variables it gets as they are), working directory and
-# timeouts.
+# `target:` how to start the current code: exactly one of `wsgi` or `asgi` (an app the bundled
+# harness serves with `server`) or `command` (any server, `{port}` replaced by the port it must
+# listen on), the interpreter (`python`: a file or a venv folder), its environment (`env`, and
+# `pass_env`: pytest's variables it gets as they are), working directory and timeouts.
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from functools import partial
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from pytest_incident.model.spec import Target
+from pytest_incident.model.spec import SERVERS, Target
 from pytest_incident.spec.reader import SectionReader
 from pytest_incident.spec.scalars import parse_duration
 from pytest_incident.spec.section import DURATION, TEXT_OR_LIST, Section, mapping
 from pytest_incident.spec.yaml_loader import KeyPath
 
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
-_WSGI_RE = re.compile(rf"{_DOTTED}:{_DOTTED}")
+_APP_RE = re.compile(rf"{_DOTTED}:{_DOTTED}")
 _TIMEOUTS = ("ready_timeout", "request_timeout")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KINDS = ("wsgi", "asgi", "command")
 
 
 def parse(reader: SectionReader, data: dict[str, Any]) -> Target | None:
     ok = True
-    present = [key for key in ("wsgi", "command") if key in data]
+    present = [key for key in _KINDS if key in data]
     if len(present) != 1:
-        got = "both" if present else "neither"
+        got = " and ".join(present) or "none"
         spans = [reader.key(("target", key)) for key in present]
         span = max(spans) if spans else reader.start(("target",))
-        reader.add(span, f"target needs exactly one of: wsgi, command; got {got}")
+        reader.add(span, f"target needs exactly one of: {', '.join(_KINDS)}; got {got}")
         ok = False
-    wsgi = data.get("wsgi")
-    if wsgi is not None and not _WSGI_RE.fullmatch(wsgi.strip()):
-        reader.fail(("target", "wsgi"), f"{wsgi!r} is not 'package.module:attribute'")
-        ok = False
+    apps: dict[str, str] = {}
+    for kind in ("wsgi", "asgi"):
+        ref = data.get(kind)
+        if ref is not None and not _APP_RE.fullmatch(ref.strip()):
+            reader.fail(("target", kind), f"{ref!r} is not 'package.module:attribute'")
+            ok = False
+        elif ref is not None:
+            apps[kind] = ref.strip()
+    server = _server(reader, data, present)
+    ok = ok and (server is not None or "server" not in data)
     command = _command(reader, data.get("command"))
     ok = ok and (command is not None or "command" not in data)
     env: dict[str, str] = {}
@@ -52,6 +61,8 @@ def parse(reader: SectionReader, data: dict[str, Any]) -> Target | None:
             ok = False
         else:
             pass_env.append(name)
+    python = _python(reader, data.get("python"), command)
+    ok = ok and (python is not None or "python" not in data)
     cwd = None
     if "cwd" in data:
         cwd = (reader.base / data["cwd"]).absolute()
@@ -73,13 +84,74 @@ def parse(reader: SectionReader, data: dict[str, Any]) -> Target | None:
     if not ok:
         return None
     return Target(
-        wsgi=wsgi.strip() if wsgi is not None else None,
+        wsgi=apps.get("wsgi"),
+        asgi=apps.get("asgi"),
+        server=server,
+        python=python,
         command=command,
         env=MappingProxyType(env),
         cwd=cwd,
         pass_env=tuple(pass_env),
         **timeouts,
     )
+
+
+def _server(reader: SectionReader, data: dict[str, Any], present: list[str]) -> str | None:
+    """`server`, checked against the app's interface (only a wsgi/asgi app has one)."""
+    name = data.get("server")
+    if name is None:
+        return None
+    path: KeyPath = ("target", "server")
+    apps = [kind for kind in present if kind in SERVERS]
+    if not apps:
+        reader.fail(
+            path,
+            "only with target.wsgi or target.asgi (a command starts its own server); "
+            + "; ".join(f"with {kind}: {', '.join(SERVERS[kind])}" for kind in SERVERS),
+        )
+        return None
+    allowed = SERVERS[apps[0]]
+    if name not in allowed:
+        others = [kind for kind in SERVERS if name in SERVERS[kind]]
+        what = f"serves {others[0]} apps, not {apps[0]}" if others else "is not a server"
+        reader.fail(path, f"{name!r} {what}; allowed with target.{apps[0]}: {', '.join(allowed)}")
+        return None
+    return str(name)
+
+
+def _python(
+    reader: SectionReader, value: str | None, command: tuple[str, ...] | None
+) -> Path | None:
+    """`python`: an interpreter, or a venv folder (its bin/python), relative to the incident
+    file's folder; kept as written, not resolved (a venv's python is a symlink whose own
+    path tells it its venv)."""
+    if value is None:
+        return None
+    path: KeyPath = ("target", "python")
+    if not value.strip():
+        reader.fail(path, "expected an interpreter or a venv folder, got an empty string")
+        return None
+    python = Path(os.path.normpath(reader.base / Path(value).expanduser()))
+    if python.is_dir():
+        venv = python
+        python = venv / "bin" / "python"
+        if not python.exists():
+            reader.fail(path, f"{venv} is a folder without bin/python (not a venv)")
+            return None
+    if not python.exists():
+        reader.fail(path, f"interpreter not found: {python}")
+        return None
+    if not python.is_file() or not os.access(python, os.X_OK):
+        reader.fail(path, f"not an executable file: {python}")
+        return None
+    if command is not None and not any("{python}" in arg for arg in command):
+        reader.fail(
+            path,
+            "the command does not use {python}; target.python is the interpreter of "
+            "wsgi/asgi targets and of {python} in a command",
+        )
+        return None
+    return python
 
 
 def _command(reader: SectionReader, value: str | list[Any] | None) -> tuple[str, ...] | None:
@@ -110,12 +182,14 @@ def _command(reader: SectionReader, value: str | list[Any] | None) -> tuple[str,
 SCHEMA = mapping(
     {
         "wsgi": {"type": "string"},
-        "asgi": True,
+        "asgi": {"type": "string"},
         "command": {
             "type": ["string", "array"],
             "minItems": 1,
             "items": {"type": ["string", "number"]},
         },
+        "server": {"type": "string"},
+        "python": {"type": "string"},
         "env": {
             "type": "object",
             "additionalProperties": {"type": ["string", "number", "boolean"]},
@@ -125,4 +199,4 @@ SCHEMA = mapping(
         **{key: DURATION for key in _TIMEOUTS},
     }
 )
-SECTION = Section("target", "target", SCHEMA, parse, required=True, planned=(("target", "asgi"),))
+SECTION = Section("target", "target", SCHEMA, parse, required=True)

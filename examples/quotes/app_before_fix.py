@@ -1,0 +1,122 @@
+# The quotes demo service (ASGI, Starlette), exactly as it ran in production during incident
+# 2024-08-quotes.
+#
+# POST /quotes {"from": "DE", "to": "FR", "weight_grams": 2500} asks the carriers for a price,
+# all at once (one httpx.AsyncClient, asyncio.gather): ParcelFast for its standard and its
+# express service (two POSTs to one URL), ShipCo for its one service (a GET), and answers
+# every quote, cheapest first. Quotes depend only on the carriers' answers, so a replayed
+# request gets the same answer. Configuration is read from the environment at import.
+#
+# The bug: a carrier's error answer is not handled (`raise_for_status` inside the gather), so
+# one carrier down makes every quote request answer 500 (fixed in app.py).
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+PARCELFAST_URL = os.environ.get("PARCELFAST_URL", "https://api.parcelfast.example").rstrip("/")
+SHIPCO_URL = os.environ.get("SHIPCO_URL", "https://api.shipco.example").rstrip("/")
+CARRIER_TIMEOUT_S = 2.0
+COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
+MAX_WEIGHT_GRAMS = 30_000
+Quote = dict[str, Any]
+
+
+async def parcelfast(client: httpx.AsyncClient, service: str, order: Quote) -> Quote:
+    """Contract: POST /v2/rates {"service", "origin", "destination", "weight_g"} answers
+    200 {"service": ..., "price": {"cents": 1290, "currency": "EUR"}, "days": 2}."""
+    resp = await client.post(
+        f"{PARCELFAST_URL}/v2/rates",
+        json={
+            "service": service,
+            "origin": order["from"],
+            "destination": order["to"],
+            "weight_g": order["weight_grams"],
+        },
+    )
+    resp.raise_for_status()
+    rate = resp.json()
+    return {
+        "carrier": "parcelfast",
+        "service": service,
+        "price_cents": rate["price"]["cents"],
+        "days": rate["days"],
+    }
+
+
+async def shipco(client: httpx.AsyncClient, order: Quote) -> Quote:
+    """Contract: GET /api/quote?from=DE&to=FR&grams=2500 answers
+    200 {"amount": "11.90", "currency": "EUR", "transit_days": 3}."""
+    resp = await client.get(
+        f"{SHIPCO_URL}/api/quote",
+        params={"from": order["from"], "to": order["to"], "grams": order["weight_grams"]},
+    )
+    resp.raise_for_status()
+    quote = resp.json()
+    cents = round(float(quote["amount"]) * 100)
+    return {
+        "carrier": "shipco",
+        "service": "parcel",
+        "price_cents": cents,
+        "days": quote["transit_days"],
+    }
+
+
+def order_of(data: Any) -> Quote | str:
+    """The order a request asks a quote for, or what is wrong with it."""
+    if not isinstance(data, dict):
+        return "expected a JSON object"
+    source, destination, weight = data.get("from"), data.get("to"), data.get("weight_grams")
+    if not all(isinstance(c, str) and COUNTRY_RE.match(c) for c in (source, destination)):
+        return "from and to must be ISO 3166 alpha-2 codes"
+    if (
+        not isinstance(weight, int)
+        or isinstance(weight, bool)
+        or not 0 < weight <= MAX_WEIGHT_GRAMS
+    ):
+        return f"weight_grams must be a whole number of grams, 1 to {MAX_WEIGHT_GRAMS}"
+    return {"from": source, "to": destination, "weight_grams": weight}
+
+
+async def create_quote(request: Request) -> JSONResponse:
+    try:
+        order = order_of(await request.json())
+    except ValueError:
+        order = "expected a JSON object"
+    if isinstance(order, str):
+        return JSONResponse({"error": order}, status_code=400)
+    client: httpx.AsyncClient = request.app.state.carriers
+    quotes = await asyncio.gather(
+        parcelfast(client, "standard", order),
+        parcelfast(client, "express", order),
+        shipco(client, order),
+    )
+    quotes = sorted(quotes, key=lambda q: (q["price_cents"], q["days"], q["carrier"]))
+    return JSONResponse({"quotes": quotes, "cheapest": quotes[0]})
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"ok": True})
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async with httpx.AsyncClient(timeout=CARRIER_TIMEOUT_S) as client:
+        app.state.carriers = client
+        yield
+
+
+app = Starlette(
+    routes=[Route("/health", health), Route("/quotes", create_quote, methods=["POST"])],
+    lifespan=lifespan,
+)
