@@ -2,6 +2,11 @@
 # selects becomes an IncidentItem (a pytest.Function, so fixtures, -k, -x, xdist and junitxml
 # behave as for any test). YAML -> File -> Item, with `reportinfo` pointing at the YAML line.
 #
+# `database: {state: window}` incidents share the database along the window: their items run
+# in recorded order (window_order), and the first of them that runs in a process requests the
+# `database.before` fixture through WINDOW_FIXTURE (IncidentFile.enter_window); the others find
+# the writes of the items before them.
+#
 # `runtest` is replay -> judge -> hook -> raise: the replay environment (stubs + sandboxed
 # target) produces a ReplayResult, pytest_incident.core.verdict decides, the
 # `pytest_incident_replayed` hook sees the whole verdict, and a failed verdict raises
@@ -10,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +36,10 @@ if TYPE_CHECKING:
     from pytest_incident.model.spec import IncidentSpec
     from pytest_incident.runtime.replay import IncidentReplay
     from pytest_incident.runtime.servers import PortStub
+
+# The fixture every item of a window-state incident uses (plugin.py defines it): the first
+# one that runs requests `database.before`.
+WINDOW_FIXTURE = "_incident_database_window"
 
 
 class HookSource:
@@ -56,6 +65,7 @@ class IncidentFile(pytest.File):
     spec: IncidentSpec
     replay: IncidentReplay | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
+    window_entered = False  # database.before has been requested in this process
 
     def collect(self) -> Iterator[pytest.Item]:
         from pytest_incident.events.incident import open_incident
@@ -71,6 +81,8 @@ class IncidentFile(pytest.File):
         except ReplayError as exc:
             raise CollectError(f"{self.path}:1: {exc}") from None
         self.spec = opened.spec
+        if self.spec.database.window:  # first: the user's fixtures find the restored state
+            self.add_marker(pytest.mark.usefixtures(WINDOW_FIXTURE))
         if self.spec.usefixtures:
             self.add_marker(pytest.mark.usefixtures(*self.spec.usefixtures))
         if self.spec.expect.mutations is MutationsMode.SNAPSHOT:
@@ -87,10 +99,15 @@ class IncidentFile(pytest.File):
         self.add_marker(pytest.mark.incident(self.spec.name))
         ids = short_ids(opened.requests)
         line = self.spec.lines.get("select", self.spec.lines.get("window", 1))
-        for request in opened.requests:
+        for position, request in enumerate(opened.requests):
             name = f"{request.method} {request.route}[{ids[request.request_id.lower()]}]"
             yield IncidentItem.from_parent(
-                self, name=name, callobj=replay_request, request=request, line=line
+                self,
+                name=name,
+                callobj=replay_request,
+                request=request,
+                line=line,
+                position=position,
             )
 
     def _relative(self, message: str, path: Path) -> str:
@@ -106,6 +123,32 @@ class IncidentFile(pytest.File):
         if isinstance(excinfo.value, CollectError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
+
+    def enter_window(self, request: pytest.FixtureRequest) -> None:
+        """For a window-state incident's item about to run: the first one in this process
+        requests `database.before` (whichever it is: a -k or --incident-request subset starts
+        from the restored state too); later ones find the writes of the items before them.
+        Until it succeeds (a skip or an error), each item tries again."""
+        if self.window_entered:
+            return
+        before = self.spec.database.before
+        missing = ""
+        if before is not None:
+            try:
+                request.getfixturevalue(before)
+            except pytest.FixtureLookupError as exc:
+                if exc.argname != before:
+                    raise  # a fixture it needs is missing: pytest says which
+                missing = exc.formatrepr().errorstring.partition("\n")[2]  # what is available
+        if missing:
+            line = self.spec.lines.get("database.before", self.spec.line)
+            shown = self._relative(str(self.path), self.path)
+            pytest.fail(
+                f"{shown}:{line}: database.before: fixture {before!r} not found; it names a "
+                f"fixture of a conftest.py or plugin, like usefixtures\n{missing}",
+                pytrace=False,
+            )
+        self.window_entered = True
 
     def replay_environment(self) -> IncidentReplay:
         """The file's stubs and target, built by its first item (after that item's fixtures,
@@ -170,6 +213,27 @@ def plugin_normalizers(contributions: list[Any]) -> list[Normalizer]:
     return found
 
 
+def window_order(items: Sequence[pytest.Item]) -> list[pytest.Item]:
+    """`items` with the items of each window-state incident together, in recorded order, where
+    its first item was; everything else where it was. Whatever reordered them before (another
+    plugin, --ff), a window replays in the order production saw it."""
+    windows: dict[IncidentFile, list[IncidentItem]] = {}
+    for item in items:
+        if isinstance(item, IncidentItem) and item.incident_file.spec.database.window:
+            windows.setdefault(item.incident_file, []).append(item)
+    if not windows:
+        return list(items)
+    ordered: list[pytest.Item] = []
+    for item in items:
+        if not isinstance(item, IncidentItem) or item.incident_file not in windows:
+            ordered.append(item)
+        elif group := windows[item.incident_file]:
+            in_order = sorted(group, key=lambda i: i.position)
+            ordered.extend(in_order)
+            group.clear()  # placed: its other items are already in
+    return ordered
+
+
 class CollectError(Exception):
     """An incident file that cannot be collected; str() is `file:line: message`."""
 
@@ -182,10 +246,13 @@ def replay_request() -> None:
 class IncidentItem(pytest.Function):
     """One recorded request, replayed against the current code."""
 
-    def __init__(self, *, request: RecordedRequest, line: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *, request: RecordedRequest, line: int, position: int = 0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.request = request
         self.line = line
+        self.position = position  # in recorded order among the incident's requests
         self.incident: str = self.parent.spec.name  # type: ignore[union-attr]
         self.user_properties.append((reporting.INCIDENT, self.incident))
         self.user_properties.append((reporting.FAILED_BEFORE, request.failed))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+YAML_SUFFIXES = (".yaml", ".yml")
+
 
 @dataclass
 class IncidentState:
@@ -17,6 +19,10 @@ class IncidentState:
     dirs: tuple[Path, ...]
     isolation: str = "auto"  # --incident-sandbox: runtime.network.Isolation's value
     selected: frozenset[Path] = frozenset()  # the files --incident named (resolved once)
+
+    def is_incident_path(self, path: Path) -> bool:
+        """A YAML file under one of the incident directories."""
+        return path.suffix in YAML_SUFFIXES and any(d in path.parents for d in self.dirs)
 
 
 state_key = pytest.StashKey[IncidentState]()

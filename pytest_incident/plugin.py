@@ -8,15 +8,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_incident import hookspecs
-from pytest_incident.nodes import IncidentFile, IncidentItem, replay_request
-from pytest_incident.options import IncidentState, positive_speed, state_key
+from pytest_incident.nodes import (
+    WINDOW_FIXTURE,
+    IncidentFile,
+    IncidentItem,
+    replay_request,
+    window_order,
+)
+from pytest_incident.options import YAML_SUFFIXES, IncidentState, positive_speed, state_key
 from pytest_incident.reporting import IncidentReporter
-
-YAML_SUFFIXES = (".yaml", ".yml")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -130,32 +135,48 @@ def find_incident(state: IncidentState, name: str) -> Path:
     raise pytest.UsageError(f"--incident {name}: no such incident in {where}; known: {known}")
 
 
-def is_incident_path(state: IncidentState, path: Path) -> bool:
-    return path.suffix in YAML_SUFFIXES and any(d in path.parents for d in state.dirs)
-
-
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     state = parent.config.stash[state_key]
-    if not is_incident_path(state, file_path):
+    if not state.is_incident_path(file_path):
         return None
     if state.names and file_path not in state.selected:
         return None
     return IncidentFile.from_parent(parent, path=file_path)
 
 
-@pytest.hookimpl(trylast=True)  # after plugins that record what was collected (syrupy)
+@pytest.hookimpl(trylast=True)  # after plugins that record (syrupy) or reorder what was collected
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash[state_key]
-    if not state.request_ids:
-        return
-    keep, drop = [], []
-    for item in items:
-        if isinstance(item, IncidentItem) and not any(
-            item.request.request_id.lower().startswith(r) for r in state.request_ids
-        ):
-            drop.append(item)
-        else:
-            keep.append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+    if state.request_ids:
+        keep, drop = [], []
+        for item in items:
+            if isinstance(item, IncidentItem) and not any(
+                item.request.request_id.lower().startswith(r) for r in state.request_ids
+            ):
+                drop.append(item)
+            else:
+                keep.append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+    items[:] = window_order(items)
+
+
+@pytest.fixture(name=WINDOW_FIXTURE)
+def database_window(request: pytest.FixtureRequest) -> None:
+    """Every item of a `database: {state: window}` incident uses it: the first of them that
+    runs in this process requests `database.before`, the others nothing."""
+    if isinstance(request.node, IncidentItem):
+        request.node.incident_file.enter_window(request)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook, when it is installed
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`-n N` with the default distribution (load): xdist's own, except that the items of a
+    window-state incident go to one worker together, in order. Another --dist is the user's
+    choice, left alone."""
+    if config.getvalue("dist") != "load":
+        return None
+    from pytest_incident.distribution import WindowLoadScheduling
+
+    return WindowLoadScheduling(config, log)
