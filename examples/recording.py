@@ -204,6 +204,29 @@ class RecordingMiddleware:
         return [response_body]
 
 
+def recording_writes(
+    ids: Ids, middleware: RecordingMiddleware, stray: list[str]
+) -> Callable[[list[Mutation]], None]:
+    """PgTap's on_mutations: each settled write becomes a Client span of the request being
+    served, timed when the tap saw it. Called from the tap's relay thread, before the reply
+    that settled the writes reaches the app, so while that request is still being served; a
+    write outside any request goes to `stray` (and the recording is refused)."""
+    lock = threading.Lock()  # one id per span, in the order the tap reported them
+
+    def on_mutations(mutations: list[Mutation]) -> None:
+        seen = time.perf_counter_ns()
+        with lock:
+            # writes settled together (at one COMMIT) 1 ns apart, so that sorting spans by
+            # time keeps the order the app made them in
+            for offset, mutation in enumerate(mutations):
+                span = db_client_span(mutation, seen + offset)
+                span.span_id = ids.span()
+                if not middleware.attach(span):
+                    stray.append(f"a write outside any request: {span.name}")
+
+    return on_mutations
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
