@@ -5,7 +5,7 @@
 # --help` stays fast. State lives in config.stash, never in globals.
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[state_key] = state
     config.pluginmanager.register(IncidentReporter(), "incident-reporter")
+    config.pluginmanager.register(WindowOrder(), "incident-window-order")
     config.addinivalue_line("markers", "incident(name): a replayed request of incident NAME")
     if config.pluginmanager.hasplugin("syrupy"):
         from pytest_incident.snapshots import exact_snapshot_names
@@ -144,7 +145,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     return IncidentFile.from_parent(parent, path=file_path)
 
 
-@pytest.hookimpl(trylast=True)  # after plugins that record (syrupy) or reorder what was collected
+@pytest.hookimpl(trylast=True)  # after plugins that record what was collected (syrupy)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash[state_key]
     if state.request_ids:
@@ -159,7 +160,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
-    items[:] = window_order(items)
+
+
+class WindowOrder:
+    """Puts each window-state incident's items back in recorded order after every other
+    plugin's reordering, wrappers included (--ff, --nf reorder after the plain hooks have run):
+    registered in pytest_configure, after those plugins, as the outermost tryfirst wrapper."""
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> Generator[None]:
+        result = yield
+        items[:] = window_order(items)
+        return result
 
 
 @pytest.fixture(name=WINDOW_FIXTURE)

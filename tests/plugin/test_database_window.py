@@ -89,17 +89,21 @@ def request_ids(pytester: pytest.Pytester, name: str) -> list[str]:
     return [line.split("[")[1].rstrip("]") for line in listing.stdout.lines if "::" in line]
 
 
+# another plugin reversing the items, in the last place there is to do it: after every plain
+# hook, as --ff reorders
 REVERSE_ITEMS = """
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_collection_modifyitems(items):
+    result = yield
     items.reverse()
+    return result
 """
 
 
 def test_a_window_replays_in_recorded_order_from_before_once(ledger: pytest.Pytester) -> None:
-    # another plugin reversing the items: the window is put back in recorded order, the
-    # request-state incident stays reversed (the twin)
+    # the window is put back in recorded order, the request-state incident stays reversed
+    # (the twin)
     with (ledger.path / "conftest.py").open("a") as conftest:
         conftest.write(REVERSE_ITEMS)
     result = ledger.runpytest("--incident=window", "--incident=request")
