@@ -58,10 +58,13 @@ WINDOW = "database: {state: window, before: ledger_start}\n"
 
 
 @pytest.fixture
-def ledger(demo: pytest.Pytester) -> pytest.Pytester:
+def ledger(demo: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """The demo project with two incidents over the demo's 12 signups, served by an app that
     notes each request: `window` (state window, before: ledger_start) and `request` (the
-    default state)."""
+    default state). Run as a top-level session even when this test runs in an xdist worker:
+    the notes name the worker from PYTEST_XDIST_WORKER."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
     demo.makepyfile(ledger_app=LEDGER_APP)
     with (demo.path / "conftest.py").open("a") as conftest:
         conftest.write(FIXTURES)
