@@ -1,5 +1,5 @@
-# What the demo recorders share (examples/signup/record_incident.py and
-# examples/receipts/record_incident.py): each runs a demo's production code in-process on
+# What the demo recorders share (examples/{signup,receipts,webhooks}/record_incident.py):
+# each runs a demo's production code in-process on
 # 127.0.0.1 behind RecordingMiddleware (one Server span per request), sends it scripted requests,
 # places each request at a fixed time on the incident timeline (retime) and writes the spans
 # and the incident YAML (main).
@@ -8,9 +8,10 @@
 # spans' real relative offsets and durations, and spans are sorted by (Timestamp, SpanId).
 # Nothing here binds or connects to anything but loopback.
 #
-# Database writes (db_client_span) come from a PgTap's relay thread, not the app's, so they
-# find their request through RecordingMiddleware.attach (the exchange being served, visible
-# from any thread: the recorders send one request at a time), not through CURRENT.
+# Database writes (recording_writes, db_client_span) come from a PgTap's relay thread, not the
+# app's, so they find their request through RecordingMiddleware.attach (the exchange being
+# served, visible from any thread: the recorders send one request at a time), not through
+# CURRENT.
 from __future__ import annotations
 
 import argparse
