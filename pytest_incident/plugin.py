@@ -148,18 +148,19 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 @pytest.hookimpl(trylast=True)  # after plugins that record what was collected (syrupy)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash[state_key]
-    if state.request_ids:
-        keep, drop = [], []
-        for item in items:
-            if isinstance(item, IncidentItem) and not any(
-                item.request.request_id.lower().startswith(r) for r in state.request_ids
-            ):
-                drop.append(item)
-            else:
-                keep.append(item)
-        if drop:
-            config.hook.pytest_deselected(items=drop)
-            items[:] = keep
+    if not state.request_ids:
+        return
+    keep, drop = [], []
+    for item in items:
+        if isinstance(item, IncidentItem) and not any(
+            item.request.request_id.lower().startswith(r) for r in state.request_ids
+        ):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 class WindowOrder:
