@@ -1,17 +1,17 @@
-# What the demo recorders share (examples/signup/, examples/receipts/ and examples/quotes/
-# record_incident.py): each runs a demo's production code in-process on 127.0.0.1 behind
-# RecordingMiddleware (WSGI, served by wsgiref) or AsgiRecordingMiddleware (ASGI, served by
-# uvicorn), one Server span per request, sends it scripted requests, places each request at a
-# fixed time on the incident timeline (retime) and writes the spans and the incident YAML
-# (main).
+# What the demo recorders share (examples/{signup,receipts,webhooks,quotes}/record_incident.py):
+# each runs a demo's production code in-process on 127.0.0.1 behind RecordingMiddleware (WSGI,
+# served by wsgiref) or AsgiRecordingMiddleware (ASGI, served by uvicorn), one Server span per
+# request, sends it scripted requests, places each request at a fixed time on the incident
+# timeline (retime) and writes the spans and the incident YAML (main).
 #
 # Determinism: ids come from a counter (Ids: sha256 of "<prefix>-<n>"), a request keeps its
 # spans' real relative offsets and durations, and spans are sorted by (Timestamp, SpanId).
 # Nothing here binds or connects to anything but loopback.
 #
-# Database writes (db_client_span) come from a PgTap's relay thread, not the app's, so they
-# find their request through RecordingMiddleware.attach (the exchange being served, visible
-# from any thread: the recorders send one request at a time), not through CURRENT.
+# Database writes (recording_writes, db_client_span) come from a PgTap's relay thread, not the
+# app's, so they find their request through RecordingMiddleware.attach (the exchange being
+# served, visible from any thread: the recorders send one request at a time), not through
+# CURRENT.
 from __future__ import annotations
 
 import argparse
@@ -296,6 +296,29 @@ def serving_asgi(app: ASGIApp, name: str, verbose: bool = False) -> Iterator[int
         server.should_exit = True
         thread.join()
         sock.close()
+
+
+def recording_writes(
+    ids: Ids, middleware: RecordingMiddleware, stray: list[str]
+) -> Callable[[list[Mutation]], None]:
+    """PgTap's on_mutations: each settled write becomes a Client span of the request being
+    served, timed when the tap saw it. Called from the tap's relay thread, before the reply
+    that settled the writes reaches the app, so while that request is still being served; a
+    write outside any request goes to `stray` (and the recording is refused)."""
+    lock = threading.Lock()  # one id per span, in the order the tap reported them
+
+    def on_mutations(mutations: list[Mutation]) -> None:
+        seen = time.perf_counter_ns()
+        with lock:
+            # writes settled together (at one COMMIT) 1 ns apart, so that sorting spans by
+            # time keeps the order the app made them in
+            for offset, mutation in enumerate(mutations):
+                span = db_client_span(mutation, seen + offset)
+                span.span_id = ids.span()
+                if not middleware.attach(span):
+                    stray.append(f"a write outside any request: {span.name}")
+
+    return on_mutations
 
 
 class _QuietHandler(WSGIRequestHandler):

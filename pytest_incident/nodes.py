@@ -2,6 +2,11 @@
 # selects becomes an IncidentItem (a pytest.Function, so fixtures, -k, -x, xdist and junitxml
 # behave as for any test). YAML -> File -> Item, with `reportinfo` pointing at the YAML line.
 #
+# `database: {state: window}` incidents share the database along the window: their items run
+# in recorded order (window_order), and the first of them that runs in a process requests the
+# `database.before` fixture through WINDOW_FIXTURE (IncidentFile.enter_window); the others find
+# the writes of the items before them.
+#
 # `runtest` is replay -> judge -> hook -> raise: the replay environment (stubs + sandboxed
 # target) produces a ReplayResult, pytest_incident.core.verdict decides, the
 # `pytest_incident_replayed` hook sees the whole verdict, and a failed verdict raises
@@ -12,7 +17,7 @@ import functools
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +40,10 @@ if TYPE_CHECKING:
     from pytest_incident.model.spec import IncidentSpec
     from pytest_incident.runtime.replay import IncidentReplay
     from pytest_incident.runtime.servers import PortStub
+
+# The fixture every item of a window-state incident uses (plugin.py defines it): the first
+# one that runs requests `database.before`.
+WINDOW_FIXTURE = "_incident_database_window"
 
 
 class HookSource:
@@ -60,6 +69,9 @@ class IncidentFile(pytest.File):
     spec: IncidentSpec
     replay: IncidentReplay | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
+    # the pass (0, or a calibration pass 1, 2) for which database.before has been requested in
+    # this process: None before any
+    window_entered: int | None = None
 
     @functools.cached_property
     def calibrated(self) -> dict[str, float]:
@@ -80,6 +92,8 @@ class IncidentFile(pytest.File):
         except ReplayError as exc:
             raise CollectError(f"{self.path}:1: {exc}") from None
         self.spec = opened.spec
+        if self.spec.database.window:  # first: the user's fixtures find the restored state
+            self.add_marker(pytest.mark.usefixtures(WINDOW_FIXTURE))
         if self.spec.usefixtures:
             self.add_marker(pytest.mark.usefixtures(*self.spec.usefixtures))
         if self.spec.expect.mutations is MutationsMode.SNAPSHOT:
@@ -97,9 +111,10 @@ class IncidentFile(pytest.File):
         ids = short_ids(opened.requests)
         line = self.spec.lines.get("select", self.spec.lines.get("window", 1))
         calibrating = self.config.stash[state_key].calibrate
+        count = len(opened.requests)
         for calibration in (1, 2) if calibrating else (0,):
             suffix = SECOND_PASS if calibration == 2 else ""
-            for request in opened.requests:
+            for position, request in enumerate(opened.requests):
                 name = f"{request.method} {request.route}[{ids[request.request_id.lower()]}]"
                 yield IncidentItem.from_parent(
                     self,
@@ -107,6 +122,8 @@ class IncidentFile(pytest.File):
                     callobj=replay_request,
                     request=request,
                     line=line,
+                    # a second calibration pass replays the window again, after the first
+                    position=position + (count if calibration == 2 else 0),
                     calibration=calibration,
                 )
 
@@ -123,6 +140,34 @@ class IncidentFile(pytest.File):
         if isinstance(excinfo.value, CollectError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
+
+    def enter_window(self, request: pytest.FixtureRequest) -> None:
+        """For a window-state incident's item about to run: the first one in this process
+        requests `database.before` (whichever it is: a -k or --incident-request subset starts
+        from the restored state too); later ones find the writes of the items before them.
+        Until it succeeds (a skip or an error), each item tries again. A second calibration
+        pass replays the window again from `before`."""
+        replay_pass = getattr(request.node, "calibration", 0)
+        if self.window_entered == replay_pass:
+            return
+        before = self.spec.database.before
+        missing = ""
+        if before is not None:
+            try:
+                request.getfixturevalue(before)
+            except pytest.FixtureLookupError as exc:
+                if exc.argname != before:
+                    raise  # a fixture it needs is missing: pytest says which
+                missing = exc.formatrepr().errorstring.partition("\n")[2]  # what is available
+        if missing:
+            line = self.spec.lines.get("database.before", self.spec.line)
+            shown = self._relative(str(self.path), self.path)
+            pytest.fail(
+                f"{shown}:{line}: database.before: fixture {before!r} not found; it names a "
+                f"fixture of a conftest.py or plugin, like usefixtures\n{missing}",
+                pytrace=False,
+            )
+        self.window_entered = replay_pass
 
     def replay_environment(self) -> IncidentReplay:
         """The file's stubs and target, built by its first item (after that item's fixtures,
@@ -187,6 +232,27 @@ def plugin_normalizers(contributions: list[Any]) -> list[Normalizer]:
     return found
 
 
+def window_order(items: Sequence[pytest.Item]) -> list[pytest.Item]:
+    """`items` with the items of each window-state incident together, in recorded order, where
+    its first item was; everything else where it was. Whatever reordered them before (another
+    plugin, --ff), a window replays in the order production saw it."""
+    windows: dict[IncidentFile, list[IncidentItem]] = {}
+    for item in items:
+        if isinstance(item, IncidentItem) and item.incident_file.spec.database.window:
+            windows.setdefault(item.incident_file, []).append(item)
+    if not windows:
+        return list(items)
+    ordered: list[pytest.Item] = []
+    for item in items:
+        if not isinstance(item, IncidentItem) or item.incident_file not in windows:
+            ordered.append(item)
+        elif group := windows[item.incident_file]:
+            in_order = sorted(group, key=lambda i: i.position)
+            ordered.extend(in_order)
+            group.clear()  # placed: its other items are already in
+    return ordered
+
+
 class CollectError(Exception):
     """An incident file that cannot be collected; str() is `file:line: message`."""
 
@@ -200,12 +266,19 @@ class IncidentItem(pytest.Function):
     """One recorded request, replayed against the current code."""
 
     def __init__(
-        self, *, request: RecordedRequest, line: int, calibration: int = 0, **kwargs: Any
+        self,
+        *,
+        request: RecordedRequest,
+        line: int,
+        position: int = 0,
+        calibration: int = 0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.request = request
         self.line = line
         self.calibration = calibration  # 1, 2: the calibration pass; 0: a judged replay
+        self.position = position  # in recorded order among the incident's requests
         self.incident: str = self.parent.spec.name  # type: ignore[union-attr]
         if not calibration:
             self.user_properties.append((reporting.INCIDENT, self.incident))

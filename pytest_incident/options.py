@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from pytest_incident.model.spec import is_noise_file
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
 
 @dataclass
 class IncidentState:
@@ -18,6 +22,14 @@ class IncidentState:
     isolation: str = "auto"  # --incident-sandbox: runtime.network.Isolation's value
     selected: frozenset[Path] = frozenset()  # the files --incident named (resolved once)
     calibrate: bool = False  # --incident-calibrate: replay each request twice, learn noise
+
+    def is_incident_path(self, path: Path) -> bool:
+        """A YAML file under one of the incident directories (not a calibration file)."""
+        return (
+            path.suffix in YAML_SUFFIXES
+            and not is_noise_file(path)
+            and any(d in path.parents for d in self.dirs)
+        )
 
 
 state_key = pytest.StashKey[IncidentState]()

@@ -5,19 +5,24 @@
 # --help` stays fast. State lives in config.stash, never in globals.
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_incident import hookspecs
 from pytest_incident.model.spec import is_noise_file
-from pytest_incident.nodes import IncidentFile, IncidentItem, replay_request
-from pytest_incident.options import IncidentState, positive_speed, state_key
+from pytest_incident.nodes import (
+    WINDOW_FIXTURE,
+    IncidentFile,
+    IncidentItem,
+    replay_request,
+    window_order,
+)
+from pytest_incident.options import YAML_SUFFIXES, IncidentState, positive_speed, state_key
 from pytest_incident.reporting import IncidentReporter
-
-YAML_SUFFIXES = (".yaml", ".yml")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -94,6 +99,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[state_key] = state
     config.pluginmanager.register(IncidentReporter(), "incident-reporter")
+    config.pluginmanager.register(WindowOrder(), "incident-window-order")
     config.addinivalue_line("markers", "incident(name): a replayed request of incident NAME")
     if config.pluginmanager.hasplugin("syrupy"):
         from pytest_incident.snapshots import exact_snapshot_names
@@ -150,17 +156,9 @@ def find_incident(state: IncidentState, name: str) -> Path:
     raise pytest.UsageError(f"--incident {name}: no such incident in {where}; known: {known}")
 
 
-def is_incident_path(state: IncidentState, path: Path) -> bool:
-    return (
-        path.suffix in YAML_SUFFIXES
-        and not is_noise_file(path)
-        and any(d in path.parents for d in state.dirs)
-    )
-
-
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     state = parent.config.stash[state_key]
-    if not is_incident_path(state, file_path):
+    if not state.is_incident_path(file_path):
         return None
     if state.names and file_path not in state.selected:
         return None
@@ -183,3 +181,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+class WindowOrder:
+    """Puts each window-state incident's items back in recorded order after every other
+    plugin's reordering, wrappers included (--ff, --nf reorder after the plain hooks have run):
+    registered in pytest_configure, after those plugins, as the outermost tryfirst wrapper."""
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> Generator[None]:
+        result = yield
+        items[:] = window_order(items)
+        return result
+
+
+@pytest.fixture(name=WINDOW_FIXTURE)
+def database_window(request: pytest.FixtureRequest) -> None:
+    """Every item of a `database: {state: window}` incident uses it: the first of them that
+    runs in this process requests `database.before`, the others nothing."""
+    if isinstance(request.node, IncidentItem):
+        request.node.incident_file.enter_window(request)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook, when it is installed
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`-n N` with the default distribution (load): xdist's own, except that the items of a
+    window-state incident go to one worker together, in order. Another --dist is the user's
+    choice, left alone."""
+    if config.getvalue("dist") != "load":
+        return None
+    from pytest_incident.distribution import WindowLoadScheduling
+
+    return WindowLoadScheduling(config, log)

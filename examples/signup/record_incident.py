@@ -20,7 +20,6 @@ import json
 import os
 import queue
 import sys
-import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -34,7 +33,6 @@ import urllib3.util.connection
 from requests.adapters import HTTPAdapter
 
 from pytest_incident.model.spans import Span, SpanKind, parse_timestamp
-from pytest_incident.protocols.postgres import Mutation
 from pytest_incident.runtime.database import PostgresServer, TemplateDatabase
 from pytest_incident.runtime.stubs.pgtap import PgTap
 
@@ -46,10 +44,10 @@ from ..recording import (
     Ids,
     RecordingMiddleware,
     checked,
-    db_client_span,
     http_client_span,
     no_proxy_env,
     record_response,
+    recording_writes,
     resource,
     retime,
     send,
@@ -178,27 +176,6 @@ def recording_send(ids: Ids, original: Callable[..., requests.Response]) -> Call
         return response
 
     return send
-
-
-def recording_writes(
-    ids: Ids, middleware: RecordingMiddleware, stray: list[str]
-) -> Callable[[list[Mutation]], None]:
-    """PgTap's on_mutations: each settled write becomes a Client span of the request being
-    served, timed when the tap saw it. Called from the tap's relay thread, before the reply
-    that settled the writes reaches the app, so while that request is still being served; a
-    write outside any request goes to `stray` (and the recording is refused)."""
-    lock = threading.Lock()  # one id per span, in the order the tap reported them
-
-    def on_mutations(mutations: list[Mutation]) -> None:
-        seen = time.perf_counter_ns()
-        with lock:
-            for mutation in mutations:
-                span = db_client_span(mutation, seen)
-                span.span_id = ids.span()
-                if not middleware.attach(span):
-                    stray.append(f"a write outside any request: {span.name}")
-
-    return on_mutations
 
 
 def routed_connection(fake_port: int, original: Callable[..., Any]) -> Callable[..., Any]:

@@ -66,6 +66,14 @@ class MutationsMode(enum.Enum):
     IGNORE = "ignore"
 
 
+class DatabaseState(enum.Enum):
+    # every request starts from the same database: a `usefixtures` fixture restores it
+    REQUEST = "request"
+    # each request sees the writes of the requests recorded before it, in recorded order,
+    # from the state `database.before` restores once, before the window's first item
+    WINDOW = "window"
+
+
 class ScheduledMode(enum.Enum):
     HOLD = "hold"  # in-process schedulers start paused; PYTEST_INCIDENT_REPLAY=1 is set
     RUN = "run"  # left alone
@@ -272,6 +280,18 @@ class Expect:
 
 
 @dataclass(frozen=True)
+class DatabaseSpec:
+    state: DatabaseState = DatabaseState.REQUEST
+    # with state window: the fixture that puts the database in its state before the window,
+    # requested once per run of the incident, by the first of its items that runs
+    before: str | None = None
+
+    @property
+    def window(self) -> bool:
+        return self.state is DatabaseState.WINDOW
+
+
+@dataclass(frozen=True)
 class SourceRef:
     """Where the recorded spans come from, as `source:` names it: `scheme://location`, or a
     file path (scheme "file", location resolved against the incident file's folder)."""
@@ -305,3 +325,4 @@ class IncidentSpec:
     line: int  # first line of the top-level mapping
     lines: Mapping[str, int]  # dotted key path -> line: "select.routes", "select.routes[0]"
     noise: Noise = field(default_factory=Noise)  # the calibration file beside it, when there is one
+    database: DatabaseSpec = DatabaseSpec()

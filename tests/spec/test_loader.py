@@ -16,6 +16,8 @@ from pytest_incident.model.normalizers import BUILTIN_NORMALIZERS, PatternNormal
 from pytest_incident.model.spans import parse_timestamp
 from pytest_incident.model.spec import (
     RESOLVED_DEFAULT,
+    DatabaseSpec,
+    DatabaseState,
     Expect,
     IncidentSpec,
     OutboundMode,
@@ -141,6 +143,8 @@ def test_minimal_file_gets_the_defaults(tmp_path: Path) -> None:
     assert spec.sandbox == SandboxSpec(OutboundMode.STUB, (), UnmatchedMode.ERROR)
     assert spec.expect == Expect(status=None, resolved=None)
     assert spec.usefixtures == ()
+    assert spec.database == DatabaseSpec(DatabaseState.REQUEST, before=None)
+    assert not spec.database.window
 
 
 def test_spec_is_frozen(tmp_path: Path) -> None:
@@ -222,7 +226,7 @@ def test_unknown_top_level_key_names_the_allowed_ones(tmp_path: Path) -> None:
     assert err.line == 4
     assert err.message == (
         "unknown key 'tagret'; allowed: incident, title, window, source, select, target,"
-        " sandbox, expect, usefixtures"
+        " sandbox, expect, database, usefixtures"
     )
     assert "  >  4 | tagret:" in str(err)
 
@@ -435,6 +439,80 @@ def test_a_bad_resolved_condition_says_what_is_allowed(tmp_path: Path) -> None:
     assert err.line == 5
     assert err.message.startswith("expect.resolved: 'yes' is not a status condition; allowed:")
     assert "2xx,409,422" in err.message
+
+
+# --- database: state across requests ----------------------------------------------------------
+
+
+def test_database_window_state_with_its_before_fixture(tmp_path: Path) -> None:
+    spec = load(
+        tmp_path,
+        MINIMAL + "database: {state: window, before: webhooks_db}\nusefixtures: [other]\n",
+    )
+    assert spec.database == DatabaseSpec(DatabaseState.WINDOW, before="webhooks_db")
+    assert spec.database.window
+    assert spec.usefixtures == ("other",)
+    assert load(tmp_path, MINIMAL + "database: {state: request}\n").database == DatabaseSpec()
+
+
+@pytest.mark.parametrize(
+    ("database", "line", "message"),
+    [
+        (
+            "database:\n  state: windows\n",
+            5,
+            "database.state: 'windows' is not allowed; allowed: request, window",
+        ),
+        (
+            "database:\n  state: window\n",
+            5,
+            "database.state: window needs database.before, the fixture (from "
+            "conftest.py, like usefixtures) that puts the database in its state before the "
+            "window; the first item of the incident that runs requests it, once",
+        ),
+        (
+            "database:\n  before: signup_db\n",
+            5,
+            "database.before: before is only for state: window (add state: window); with "
+            "state: request name the fixture that restores the database in usefixtures, which "
+            "requests it before every request",
+        ),
+        (
+            "database:\n  state: request\n  before: signup_db\n",
+            6,
+            "database.before: before is only for state: window (add state: window); with "
+            "state: request name the fixture that restores the database in usefixtures, which "
+            "requests it before every request",
+        ),
+        (
+            "database:\n  state: window\n  before: signup-db\n",
+            6,
+            "database.before: 'signup-db' is not a fixture name",
+        ),
+        (
+            "database:\n  state: window\n  before: [signup_db]\n",
+            6,
+            "database.before: expected a string, got a list",
+        ),
+        (
+            "database:\n  state: window\n  begin: signup_db\n",
+            6,
+            "database: unknown key 'begin'; allowed: state, before",
+        ),
+        (
+            "database: {state: window, before: signup_db}\nusefixtures: [env, signup_db]\n",
+            4,
+            "database.before: 'signup_db' is also in usefixtures, which requests it before "
+            "every request and so restores the database each time; with state: window name it "
+            "here only",
+        ),
+    ],
+)
+def test_database_mistakes_say_what_is_allowed(
+    tmp_path: Path, database: str, line: int, message: str
+) -> None:
+    err = error(tmp_path, MINIMAL + database)
+    assert (err.line, err.message) == (line, message)
 
 
 def test_header_normalizers_in_sandbox_normalize(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pytest_incident.spec.section import Section
 from pytest_incident.spec.sections import (
+    database,
     expect,
     identity,
     sandbox,
@@ -23,6 +24,7 @@ SECTIONS: tuple[Section, ...] = (
     target.SECTION,
     sandbox.SECTION,
     expect.SECTION,
+    database.SECTION,
     usefixtures.SECTION,
 )
 
