@@ -107,21 +107,25 @@ class Calibrator:
             learned.add(route, calibration.entries)
             deterministic = deterministic and calibration.deterministic
             for warning in calibration.warnings:
-                self._say(f"{incident.name} {route} [{request_id[:8]}]: {warning}", warn=True)
+                self._say(f"{incident.name} {route} [{request_id[:8]}]: {warning}", "yellow")
         if once:
-            self._say(f"{incident.name}: {once} request(s) replayed once only, not compared", True)
+            self._say(
+                f"{incident.name}: {once} request(s) replayed once only, not compared", "yellow"
+            )
         target = noise_path(path)
         shown = _relative(target, self.config.invocation_params.dir)
         if not deterministic:
-            self._say(f"{incident.name}: {shown} not written: the replay is not deterministic")
+            self._say(
+                f"{incident.name}: {shown} not written: the replay is not deterministic", "red"
+            )
             return False
         if not pairs:
-            self._say(f"{incident.name}: no request replayed twice; nothing written", warn=True)
+            self._say(f"{incident.name}: no request replayed twice; nothing written", "yellow")
             return True
         try:
             known = load_noise(target).routes
         except FileError as exc:
-            self._say(f"{exc}\n{shown} not written: fix or delete it")
+            self._say(f"{exc}\n{shown} not written: fix or delete it", "red")
             return False
         routes = learned.merged(known)
         text = HEADER.format(name=incident.name) + yaml.safe_dump(
@@ -133,7 +137,7 @@ class Calibrator:
         )
         problem = _replace_file(target, text)
         if problem:
-            self._say(f"{shown} not written: {problem}")
+            self._say(f"{shown} not written: {problem}", "red")
             return False
         fields = sum(len(entries) for entries in routes.values())
         self._say(
@@ -144,8 +148,9 @@ class Calibrator:
             self._say(f"  {route}: {', '.join(entries) or '(nothing varies)'}")
         return True
 
-    def _say(self, text: str, warn: bool = False) -> None:
-        self.lines.append((text, "yellow" if warn else "red" if "not written" in text else ""))
+    def _say(self, text: str, color: str = "") -> None:
+        """A line for the summary: plain, "yellow" (a warning) or "red" (not written)."""
+        self.lines.append((text, color))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.lines:

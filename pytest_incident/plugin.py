@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from pytest_incident import hookspecs
-from pytest_incident.model.spec import is_noise_file
 from pytest_incident.nodes import (
     WINDOW_FIXTURE,
     IncidentFile,
@@ -21,7 +20,7 @@ from pytest_incident.nodes import (
     replay_request,
     window_order,
 )
-from pytest_incident.options import YAML_SUFFIXES, IncidentState, positive_speed, state_key
+from pytest_incident.options import IncidentState, positive_speed, state_key
 from pytest_incident.reporting import IncidentReporter
 
 
@@ -125,11 +124,7 @@ def incident_files(state: IncidentState) -> Iterator[Path]:
     for directory in state.dirs:
         if directory.is_dir():
             for path in sorted(directory.rglob("*")):
-                if (
-                    path.suffix in YAML_SUFFIXES
-                    and "__snapshots__" not in path.parts
-                    and not is_noise_file(path)
-                ):
+                if state.is_incident_path(path) and "__snapshots__" not in path.parts:
                     yield path
 
 

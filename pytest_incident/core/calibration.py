@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pytest_incident.core.json_diff import Change, diff_json, generalized, kind
-from pytest_incident.core.responses import Answer, decoded, parse_json
+from pytest_incident.core.responses import Answer, decoded, header_values, parse_json
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def noise_between(first: Answer, second: Answer) -> Calibration:
     warnings: list[str] = []
     names = {k.lower() for k, _ in (*first.headers, *second.headers)}
     for name in sorted(names):
-        before, after = _values(first.headers, name), _values(second.headers, name)
+        before, after = header_values(first.headers, name), header_values(second.headers, name)
         if bool(before) != bool(after):
             warnings.append(f"header {name} was sent in one run only: not learned")
         elif before != after:
@@ -81,10 +81,6 @@ def _entry(change: Change) -> tuple[str, str]:
     if any(isinstance(p, str) and ("." in p or p == "*" or not p) for p in change.path):
         return "", f"{where}: a key with '.' or '*' cannot be named in a path, not learned"
     return f"body:{generalized(change.path)}", ""
-
-
-def _values(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
-    return [v for k, v in headers if k.lower() == name]
 
 
 @dataclass

@@ -25,15 +25,13 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unuse
 from pytest_incident.model.errors import IncidentFileError
 from pytest_incident.model.spec import IncidentSpec, noise_path
 from pytest_incident.spec.noise import load_noise
-from pytest_incident.spec.reader import Problems, SectionReader, Span
+from pytest_incident.spec.reader import Problems, SectionReader, Span, parse_document
 from pytest_incident.spec.scalars import describe
 from pytest_incident.spec.sections import PLANNED_SECTIONS, SECTIONS
 from pytest_incident.spec.yaml_loader import (
     KeyPath,
     YamlDocument,
-    YamlLoadError,
     format_path,
-    load_yaml,
 )
 
 TOP_LEVEL_KEYS = tuple(section.key for section in SECTIONS)
@@ -82,17 +80,7 @@ def load_incident(path: Path, environ: Mapping[str, str]) -> IncidentSpec:
             data = handle.read()
     except OSError as exc:
         raise IncidentFileError(path, 1, f"cannot read the file: {exc.strerror}", text="") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise IncidentFileError(path, line, "the file is not UTF-8 text", text="") from None
-    try:
-        document = load_yaml(text)
-    except YamlLoadError as exc:
-        raise IncidentFileError(
-            path, exc.line, exc.message, end_line=exc.end_line, text=text
-        ) from None
+    text, document = parse_document(path, data)
     if document is None:
         required = ", ".join(REQUIRED_KEYS)
         message = f"the file is empty; expected a mapping with at least: {required}"

@@ -19,10 +19,9 @@ from typing import Any
 
 from pytest_incident.model.errors import IncidentFileError
 from pytest_incident.model.spec import Noise
-from pytest_incident.spec.reader import Problems, SectionReader
+from pytest_incident.spec.reader import Problems, SectionReader, parse_document
 from pytest_incident.spec.scalars import describe
 from pytest_incident.spec.sections.expect import checked_noise
-from pytest_incident.spec.yaml_loader import YamlLoadError, load_yaml
 
 MAX_BYTES = 4 * 1024 * 1024
 
@@ -42,17 +41,7 @@ def load_noise(path: Path) -> Noise:
         data = handle.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
         raise IncidentFileError(path, 1, f"larger than {MAX_BYTES} bytes", text="")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise IncidentFileError(path, line, "the file is not UTF-8 text", text="") from None
-    try:
-        document = load_yaml(text)
-    except YamlLoadError as exc:
-        raise IncidentFileError(
-            path, exc.line, exc.message, end_line=exc.end_line, text=text
-        ) from None
+    text, document = parse_document(path, data)
     if document is None:
         return Noise(path)
     reader = SectionReader(path, document, Problems(path, text))
