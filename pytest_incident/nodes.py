@@ -321,7 +321,10 @@ class IncidentItem(pytest.Function):
         if verdict.writes:  # information, not a failure: a fix may well write differently
             self.add_report_section("call", "database writes (production | replay)", verdict.writes)
         if not verdict.passed:
-            raise ReplayFailure(render_failure(spec.name, self.request, result, verdict))
+            raise ReplayFailure(
+                render_failure(spec.name, self.request, result, verdict),
+                "; ".join(verdict.problems),
+            )
 
     def _calibrate(self, replay: IncidentReplay) -> None:
         """Replay without judging and report the answer (pytest_incident.calibration)."""
@@ -352,7 +355,7 @@ class IncidentItem(pytest.Function):
         self, excinfo: pytest.ExceptionInfo[BaseException]
     ) -> str | TerminalRepr:
         if isinstance(excinfo.value, ReplayFailure):
-            return excinfo.value.report
+            return self._report(excinfo.value.report, excinfo.value.summary)
         if isinstance(excinfo.value, ReplayError):
             line = self.line
             if isinstance(excinfo.value, TargetError):  # at the line that says how to start it
@@ -365,8 +368,18 @@ class IncidentItem(pytest.Function):
             if not tail:
                 return message
             shown = "\n".join("    " + line for line in tail.splitlines())
-            return f"{message}\ntarget output (last lines):\n{shown}"
+            return self._report(f"{message}\ntarget output (last lines):\n{shown}", message)
         return super().repr_failure(excinfo)
+
+    def _report(self, report: str, summary: str) -> TerminalRepr:
+        """`report` as the failure, `summary` as its one line: the short test summary
+        shows that line (on CI, where pytest does not trim it, too), not the report again."""
+        from _pytest._code.code import ReprExceptionInfo, ReprFileLocation, ReprTracebackNative
+
+        return ReprExceptionInfo(
+            reprtraceback=ReprTracebackNative([report + "\n"]),
+            reprcrash=ReprFileLocation(str(self.incident_file.path), self.line, summary),
+        )
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.incident_file.path, self.line - 1, f"{self.incident}: {self.name}"

@@ -93,11 +93,13 @@ class IsolationUnavailable(ReplayError):
 
 
 class ReplayFailure(IncidentError):
-    """The replayed request did not meet the incident's expectations; `report` says how."""
+    """The replayed request did not meet the incident's expectations; `report` says how,
+    `summary` in one line (the short test summary's, and junitxml's message)."""
 
-    def __init__(self, report: str) -> None:
+    def __init__(self, report: str, summary: str = "") -> None:
         super().__init__(report)
         self.report = report
+        self.summary = summary or report.partition("\n")[0]
 
 
 class ProtocolError(IncidentError, ValueError):

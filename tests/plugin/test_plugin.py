@@ -43,6 +43,29 @@ def test_code_before_the_fix_reproduces_the_failures(demo: pytest.Pytester) -> N
     assert "pytest_incident/" not in result.stdout.str()  # no plugin frames
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "xdist"])
+def test_a_failed_item_is_summarised_in_one_line_on_ci(
+    demo: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: list[str]
+) -> None:
+    """On CI pytest prints a failure's message untrimmed in the short summary: it must be
+    the problems in one line, not the whole report a second time (nor in junitxml)."""
+    monkeypatch.setenv("CI", "1")
+    yaml = demo.path / DEMO_YAML
+    yaml.write_text(
+        yaml.read_text().replace("examples.signup.app:app", "examples.signup.app_before_fix:app")
+    )
+    result = demo.runpytest("--incident=2024-05-signup", "-rf", "--junitxml=report.xml", *workers)
+    result.assert_outcomes(passed=8, failed=4)
+    summary = "FAILED incidents/2024-05-signup.yaml::POST /signup?*? - status 500 does not "
+    result.stdout.fnmatch_lines([summary + "satisfy expect.status <500; failed in production*"])
+    output = result.stdout.str()
+    assert output.count("outbound calls:") == 4  # each report once, in FAILURES
+    assert output.count("problems:") == 4
+    xml = (demo.path / "report.xml").read_text()
+    assert xml.count('message="status 500 does not satisfy expect.status &lt;500; ') == 4
+    assert xml.count("outbound calls:") == 4  # the report itself, as the failure's text
+
+
 def test_items_are_named_by_route_and_request_id(demo: pytest.Pytester) -> None:
     result = demo.runpytest("--incident=2024-05-signup", "--collect-only", "-q")
     lines = [line for line in result.stdout.lines if "::" in line]
