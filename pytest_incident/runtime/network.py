@@ -48,6 +48,11 @@ class Network(Protocol):
         descriptors they name (to pass to the tracer)."""
         ...
 
+    @property
+    def proc_net(self) -> Path:
+        """The /proc directory of this network's socket tables (tcp, tcp6, ...)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -61,6 +66,10 @@ class HostNetwork:
 
     def tracer_args(self) -> tuple[list[str], list[int]]:
         return [], []
+
+    @property
+    def proc_net(self) -> Path:
+        return Path("/proc/self/net")
 
     def close(self) -> None:
         pass
@@ -134,6 +143,10 @@ class NamespaceNetwork:
         if self.userns_fd is not None:
             args += ["--userns-fd", str(self.userns_fd)]
         return args, list(self._fds)
+
+    @property
+    def proc_net(self) -> Path:
+        return Path(f"/proc/{self._keeper.pid}/net")  # the keeper lives in the namespace
 
     def close(self) -> None:
         self._control.close()

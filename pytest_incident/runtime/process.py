@@ -2,9 +2,11 @@
 # and watched from pytest. Adapter only; the tracer process does the tracing.
 #
 # Invariants: the process is started in its own session so that `stop()` can always kill
-# whatever is left; output goes to a log file whose tail is shown when the target crashes;
-# the tracer's events file is read incrementally, and everything the tracer logged before
-# the target answered is already in it.
+# whatever is left; its output goes to a bounded ring (runtime/output.py) whose tail is shown
+# when the target crashes; it is ready only once it listens on its port itself (the port
+# chosen free may have been taken meanwhile: runtime/listeners.py); the tracer's events file
+# is read incrementally, and everything the tracer logged before the target answered is
+# already in it.
 from __future__ import annotations
 
 import contextlib
@@ -19,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_incident.model.errors import TargetError
+from pytest_incident.runtime.listeners import PortListeners, port_listeners
 from pytest_incident.runtime.network import HostNetwork, Network
+from pytest_incident.runtime.output import OutputRing
 from pytest_incident.sandbox.events import SandboxEvent, parse_event
 from pytest_incident.sandbox.policy import SandboxPolicy
 
@@ -100,7 +104,7 @@ class TargetProcess:
         self.policy = policy
         self.network = network or HostNetwork()  # where the target listens
         self.workdir = workdir
-        self.log_path = workdir / "target.log"
+        self.output = OutputRing()
         self.events_path = workdir / "events.jsonl"
         self._events_offset = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -121,23 +125,25 @@ class TargetProcess:
         self.events_path.touch()
         if self.launch.status_file is not None:
             self.launch.status_file.unlink(missing_ok=True)  # a previous start's
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- start #{self.starts}: {' '.join(self.launch.argv)}\n".encode())
-            log.flush()
+        output = self.output.pipe(f"--- start #{self.starts}: {' '.join(self.launch.argv)}\n")
+        try:
             self._proc = subprocess.Popen(
                 argv,
                 cwd=self.launch.cwd,
                 env=dict(self.launch.env),
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 pass_fds=pass_fds,
             )
+        finally:
+            os.close(output)  # the target's now: the pipe ends when the target's copies do
         self._wait_ready()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.launch.ready_timeout_s
+        listeners: PortListeners | None = None
         while time.monotonic() < deadline:
             exited = self.exit_code() is not None
             status = self._status()  # read after: all it wrote before it exited
@@ -152,18 +158,32 @@ class TargetProcess:
             if self.launch.status_file is not None and status != "ready":
                 time.sleep(0.02)
                 continue
-            try:
-                with self.network.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                    probe.settimeout(0.5)
-                    probe.connect(("127.0.0.1", self.launch.port))
+            if self._answers():
+                listeners = self.listeners()
+                if listeners.owned:
                     return
-            except OSError:
-                time.sleep(0.02)
+            time.sleep(0.02)
         self.stop()
+        why = f" ({listeners.describe()})" if listeners and listeners.foreign else ""
         raise TargetError(
             f"target did not listen on 127.0.0.1:{self.launch.port} within "
-            f"{self.launch.ready_timeout_s:g}s"
+            f"{self.launch.ready_timeout_s:g}s{why}"
         )
+
+    def _answers(self) -> bool:
+        """Something accepts connections on the target's port."""
+        try:
+            with self.network.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.settimeout(0.5)
+                probe.connect(("127.0.0.1", self.launch.port))
+                return True
+        except OSError:
+            return False
+
+    def listeners(self) -> PortListeners:
+        """Who listens on the target's port: the target's processes, or others."""
+        assert self._proc is not None
+        return port_listeners(self.launch.port, self._proc.pid, self.network.proc_net)
 
     def _status(self) -> str:
         """The harness's status line ("" before it wrote one, or without a status file)."""
@@ -189,11 +209,7 @@ class TargetProcess:
             return None
 
     def output_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return self.output.tail(lines)
 
     def read_events(self) -> list[SandboxEvent]:
         with open(self.events_path, "rb") as stream:
@@ -214,3 +230,8 @@ class TargetProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # whatever is left in its session
         proc.wait()
+
+    def close(self) -> None:
+        """Stop the target for good (its output's tail is gone with it)."""
+        self.stop()
+        self.output.close()

@@ -150,11 +150,19 @@ class IncidentReplay:
         self.bridges: dict[int, Bridge] = {}  # plugin port -> its bridge, when isolated
         # why the target shares the host's network ("" when it has its own), once started
         self.isolation_note = ""
+        # why the target could not be started: the later items fail with it at once rather
+        # than wait for it again
+        self.start_failure: TargetError | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the stubs (once) and the target (again if it is not running)."""
+        """Start the stubs (once) and the target (again if it is not running, unless it could
+        not be started before: then the TargetError of that start, at once)."""
+        if self.start_failure is not None:
+            raise TargetError(
+                f"{self.start_failure} (when an earlier item started it; not tried again)"
+            )
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             if self.dns is None:
@@ -165,7 +173,11 @@ class IncidentReplay:
                 )
             if not self.process.alive():
                 self.process.stop()
-                self.process.start()
+                try:
+                    self.process.start()
+                except TargetError as exc:
+                    self.start_failure = exc
+                    raise
         except BaseException:
             if self.process is not None:
                 self.process.stop()
@@ -343,7 +355,7 @@ class IncidentReplay:
 
     def close(self) -> None:
         if self.process is not None:
-            self.process.stop()
+            self.process.close()
         for stub in self.stubs.values():
             stub.close()
         self.stubs.clear()

@@ -11,6 +11,7 @@ import socket
 import tempfile
 import threading
 
+from pytest_incident.model.errors import ReplayConfigError
 from pytest_incident.runtime.servers import JOIN_TIMEOUT_S, DatagramServer, SocketMaker
 
 
@@ -31,6 +32,24 @@ class DatagramSink(DatagramServer):
         return count
 
 
+SUN_PATH_MAX = 107  # bytes of a unix socket's path (sun_path is 108, NUL included)
+
+
+def short_private_dir(prefix: str, room: int) -> str:
+    """A new private directory whose path leaves `room` bytes for a unix socket's name: under
+    the temp directory (TMPDIR) if that is short enough, else under /tmp or /dev/shm."""
+    for base in (tempfile.gettempdir(), "/tmp", "/dev/shm"):
+        # mkdtemp adds "/" + prefix + 8 characters
+        if len(os.fsencode(base)) + 1 + len(prefix) + 8 + room <= SUN_PATH_MAX:
+            with contextlib.suppress(OSError):
+                return tempfile.mkdtemp(prefix=prefix, dir=base)
+    raise ReplayConfigError(
+        f"no directory for the replay's syslog socket: the temp directory {tempfile.gettempdir()}"
+        f" is too long for a unix socket's path ({SUN_PATH_MAX} bytes) and /tmp and /dev/shm "
+        "are not writable; set TMPDIR to a shorter directory"
+    )
+
+
 class SyslogSink:
     """Where the sandbox connects syslog sockets (/dev/log and journald's): a unix datagram
     socket in a private directory, read by one thread that counts and drops each line."""
@@ -38,7 +57,7 @@ class SyslogSink:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._count = 0
-        self._dir = tempfile.mkdtemp(prefix="incident-syslog-")  # short: sun_path is 108
+        self._dir = short_private_dir("incident-syslog-", len("/log"))
         self.path = os.path.join(self._dir, "log")
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
