@@ -275,6 +275,12 @@ class IncidentItem(pytest.Function):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if hasattr(self, "_id"):  # pytest 9 keys --lf/--ff/--nf by the parsed node id
+            from _pytest.nodeid import NodeId
+
+            # ...where `POST /signup[550e8400]` is the name `POST /signup`, params
+            # `550e8400`; a Function without a callspec would keep the whole as its name
+            self._id = NodeId.parse(self.nodeid)
         self.request = request
         self.line = line
         self.calibration = calibration  # 1, 2: the calibration pass; 0: a judged replay

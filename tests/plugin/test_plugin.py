@@ -43,6 +43,24 @@ def test_code_before_the_fix_reproduces_the_failures(demo: pytest.Pytester) -> N
     assert "pytest_incident/" not in result.stdout.str()  # no plugin frames
 
 
+def test_last_failed_and_failed_first_know_incident_items(demo: pytest.Pytester) -> None:
+    yaml = demo.path / DEMO_YAML
+    yaml.write_text(
+        yaml.read_text().replace("examples.signup.app:app", "examples.signup.app_before_fix:app")
+    )
+    demo.runpytest("--incident=2024-05-signup", "-p", "cacheprovider").assert_outcomes(
+        passed=8, failed=4
+    )
+    result = demo.runpytest("--incident=2024-05-signup", "-p", "cacheprovider", "--lf")
+    result.assert_outcomes(failed=4, deselected=8)
+    result.stdout.fnmatch_lines(["run-last-failure: rerun previous 4 failures"])
+    result = demo.runpytest("--incident=2024-05-signup", "-p", "cacheprovider", "--ff", "-v")
+    result.assert_outcomes(passed=8, failed=4)
+    verdicts = [line for line in result.stdout.lines if line.startswith("incidents/")]
+    outcomes = ["FAILED" if " FAILED " in line else "PASSED" for line in verdicts]
+    assert outcomes == ["FAILED"] * 4 + ["PASSED"] * 8
+
+
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "xdist"])
 def test_a_failed_item_is_summarised_in_one_line_on_ci(
     demo: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: list[str]
