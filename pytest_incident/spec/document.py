@@ -47,14 +47,20 @@ def read_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         raise
     except (OSError, ValueError) as exc:
         raise IncidentFileError(path, 1, _cannot_read(path, exc), text="") from None
-    with os.fdopen(fd, "rb") as handle:
+    try:
         kind = not_regular(os.fstat(fd).st_mode)
         if kind is not None:
             raise IncidentFileError(path, 1, f"not a regular file ({kind}); not read", text="")
-        try:
-            data = handle.read(max_bytes + 1)
-        except OSError as exc:
-            raise IncidentFileError(path, 1, _cannot_read(path, exc), text="") from None
+        chunks: list[bytes] = []
+        size = 0
+        while size <= max_bytes and (chunk := os.read(fd, max_bytes + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise IncidentFileError(path, 1, _cannot_read(path, exc), text="") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
     if len(data) > max_bytes:
         raise IncidentFileError(
             path, 1, f"the file is larger than {max_bytes} bytes; not read", text=""

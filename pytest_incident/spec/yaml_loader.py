@@ -6,7 +6,8 @@
 # (start_line, end_line), each mapping key to its own line, and each scalar to its source text
 # (so `0800` or `1.10` can be used as written rather than as the number YAML 1.1 makes of it).
 # Scalars are built by PyYAML's SafeConstructor, except timestamps, which stay text. Merge keys
-# (`<<`) behave as in SafeLoader, merged here without touching the node tree. Duplicate keys,
+# (`<<`) are merged here as the YAML merge-key type says (the first mapping of a list wins, own
+# keys win over merged ones), counted, and without touching the node tree. Duplicate keys,
 # complex keys, custom tags, recursive aliases and lone surrogates (`"\uD800"`) are rejected,
 # and so is a document that nests past MAX_DEPTH (counted while composing, before Python's
 # recursion limit) or that aliases expand past MAX_VALUES values. Whatever PyYAML raises on
@@ -70,8 +71,9 @@ class YamlDocument:
 
 def load_yaml(text: str) -> YamlDocument | None:
     """Compose `text` and walk it; None when the stream holds no document at all."""
-    loader = _Loader(text)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)  # its reader checks every character first
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         raise YamlLoadError(_mark_line(exc), _describe_yaml_error(exc)) from None
@@ -81,10 +83,11 @@ def load_yaml(text: str) -> YamlDocument | None:
     except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML error has a mark or position
         raise YamlLoadError(1, f"invalid YAML: {exc}") from None
     except (ValueError, OverflowError):  # the scanner's chr() of an escape past U+10FFFF
-        line = loader.get_mark().line + 1
+        line = loader.get_mark().line + 1 if loader is not None else 1
         raise YamlLoadError(line, "invalid YAML: an escape past \\U0010FFFF") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if node is None:
         return None
     lines = tuple(text.splitlines())
@@ -180,8 +183,8 @@ class _Walker:
             raise YamlLoadError(line, _describe_bad_scalar(node)) from None
 
     def _walk_mapping(self, node: MappingNode, path: KeyPath, stack: frozenset[int]) -> Any:
-        # Keys merged with `<<` come first and are overridden by the mapping's own keys,
-        # exactly as in SafeLoader; only the own keys can be duplicates.
+        # Keys merged with `<<` come first and are overridden by the mapping's own keys;
+        # only the own keys can be duplicates.
         own_keys = {
             k.value for k, _ in node.value if isinstance(k, ScalarNode) and k.tag != _MERGE_TAG
         }
