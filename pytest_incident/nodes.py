@@ -83,6 +83,7 @@ class IncidentFile(pytest.File):
         from pytest_incident.events.selection import short_ids
         from pytest_incident.events.sources import SourceRegistry
         from pytest_incident.snapshots import SNAPSHOT_FIXTURE
+        from pytest_incident.spec import load_incident
 
         registry = SourceRegistry.default(extra=[HookSource(self.config, self.ihook)])
         try:
@@ -91,6 +92,14 @@ class IncidentFile(pytest.File):
             raise CollectError(self._relative(str(exc), exc.path)) from None
         except ReplayError as exc:
             raise CollectError(f"{self.path}:1: {exc}") from None
+        except OSError as exc:  # the recording could not be read: at the `source:` line
+            what = exc.filename or "the recording"
+            try:
+                line = load_incident(self.path, os.environ).source.line
+            except FileError:  # changed meanwhile
+                line = 1
+            message = f"{self.path}:{line}: source: cannot read {what}: {exc.strerror or exc}"
+            raise CollectError(self._relative(message, self.path)) from None
         self.spec = opened.spec
         if self.spec.database.window:  # first: the user's fixtures find the restored state
             self.add_marker(pytest.mark.usefixtures(WINDOW_FIXTURE))

@@ -5,7 +5,8 @@
 # --help` stays fast. State lives in config.stash, never in globals.
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+import os
+from collections.abc import Generator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from pytest_incident import hookspecs
+from pytest_incident.discovery import find_incident, incident_dirs, incident_files
 from pytest_incident.nodes import (
     WINDOW_FIXTURE,
     IncidentFile,
@@ -20,7 +22,7 @@ from pytest_incident.nodes import (
     replay_request,
     window_order,
 )
-from pytest_incident.options import IncidentState, positive_speed, state_key
+from pytest_incident.options import IncidentState, incident_speed, request_prefix, state_key
 from pytest_incident.reporting import IncidentReporter
 from pytest_incident.termination import Termination
 
@@ -81,18 +83,12 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    requests = tuple(r.lower() for r in config.getoption("incident_requests"))
-    for rid in requests:
-        if len(rid) < 4 or any(c not in "0123456789abcdef" for c in rid):
-            raise pytest.UsageError(
-                f"--incident-request {rid!r}: expected at least 4 hex "
-                "digits of a request (trace) id"
-            )
-    dirs = tuple(config.rootpath / d for d in config.getini("incident_dirs"))
+    requests = tuple(request_prefix(r) for r in config.getoption("incident_requests"))
+    dirs = incident_dirs(config.rootpath, config.getini("incident_dirs"))
     state = IncidentState(
         names=tuple(config.getoption("incident_names")),
         request_ids=requests,
-        speed=positive_speed(str(config.getoption("incident_speed"))),
+        speed=incident_speed(str(config.getoption("incident_speed"))),
         isolation=str(config.getoption("incident_sandbox")),
         dirs=dirs,
         calibrate=bool(config.getoption("incident_calibrate")),
@@ -113,44 +109,34 @@ def pytest_configure(config: pytest.Config) -> None:
 
         config.pluginmanager.register(Calibrator(config), "incident-calibrator")
     if state.names:
-        files = [find_incident(state, name) for name in state.names]
-        state = config.stash[state_key] = replace(state, selected=frozenset(files))
-        if config.args_source is not pytest.Config.ArgsSource.ARGS:
-            config.args[:] = [str(f) for f in files]
-            # the paths "given": syrupy judges unused snapshots only within them, so other
-            # incidents' snapshots are not taken for unused (nor deleted by an update)
-            config.option.file_or_dir = list(config.args)
+        select_incidents(config, state)
 
 
-def incident_files(state: IncidentState) -> Iterator[Path]:
-    for directory in state.dirs:
-        if directory.is_dir():
-            for path in sorted(directory.rglob("*")):
-                if state.is_incident_path(path) and "__snapshots__" not in path.parts:
-                    yield path
+def select_incidents(config: pytest.Config, state: IncidentState) -> None:
+    """--incident NAME: the named files run, and of the incident files pytest finds walking
+    a directory only they. Without test paths only they are collected; test paths given are
+    collected as usual, and an incident file given as a path runs whatever its name."""
+    available = incident_files(state.dirs, state.is_incident_path)
+    files = list(dict.fromkeys(find_incident(available, name, state.dirs) for name in state.names))
+    given = config.args_source is pytest.Config.ArgsSource.ARGS
+    named = [path for path in argument_paths(config) if state.is_incident_path(path)]
+    config.stash[state_key] = replace(state, selected=frozenset(files + named))
+    if not given:
+        config.args[:] = [str(f) for f in files]
+    else:
+        covered = set(argument_paths(config))
+        config.args.extend(str(f) for f in files if f not in covered)
+    # the paths "given": syrupy judges unused snapshots only within them, so other incidents'
+    # snapshots are not taken for unused (nor deleted by an update)
+    config.option.file_or_dir = list(config.args)
 
 
-def declared_name(path: Path) -> str:
-    """The `incident:` value without validating the file (validation comes at collection)."""
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as stream:
-            data = yaml.safe_load(stream)
-    except (OSError, yaml.YAMLError):
-        return path.stem
-    name = data.get("incident") if isinstance(data, dict) else None
-    return str(name) if name else path.stem
-
-
-def find_incident(state: IncidentState, name: str) -> Path:
-    files = list(incident_files(state))
-    for path in files:
-        if path.stem == name or declared_name(path) == name:
-            return path
-    known = ", ".join(sorted(declared_name(p) for p in files)) or "none"
-    where = ", ".join(str(d) for d in state.dirs)
-    raise pytest.UsageError(f"--incident {name}: no such incident in {where}; known: {known}")
+def argument_paths(config: pytest.Config) -> list[Path]:
+    """The paths of the command line's test arguments (node ids without their `::` part)."""
+    base = config.invocation_params.dir
+    return [
+        Path(os.path.abspath(base / arg.partition("::")[0])) for arg in config.args if arg.strip()
+    ]
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

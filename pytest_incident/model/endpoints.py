@@ -26,7 +26,7 @@ def addresses_of(endpoints: Iterable[LoopbackEndpoint]) -> frozenset[Address]:
 def split_endpoint(text: str) -> tuple[str, int]:
     """`host:port` or `[v6]:port` -> (host, port)."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):  # not `५४३२` nor `²`
         raise ValueError(f"{text!r} is not host:port")
     return host.strip("[]"), int(port)
 

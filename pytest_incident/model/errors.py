@@ -21,6 +21,7 @@ from typing import Any
 
 CONTEXT_LINES = 2  # source lines shown before the offending one
 MAX_MARKED_LINES = 6  # a long offending value is cut after this many lines
+MAX_SHOWN_COLUMNS = 200  # a long line is cut after this many characters
 
 
 class IncidentError(Exception):
@@ -117,7 +118,10 @@ def format_excerpt(lines: Sequence[str], line: int, end_line: int | None = None)
     out = []
     for number in range(first, shown_last + 1):
         mark = ">" if number >= line else ""
-        out.append(f"{mark:>3}{number:>{width}} | {lines[number - 1]}".rstrip())
+        text = lines[number - 1]
+        if len(text) > MAX_SHOWN_COLUMNS:
+            text = text[:MAX_SHOWN_COLUMNS] + f" ... ({len(text) - MAX_SHOWN_COLUMNS} more)"
+        out.append(f"{mark:>3}{number:>{width}} | {text}".rstrip())
     if shown_last < last:
         out.append(f"{'':>3}{'':>{width}} | ... ({last - shown_last} more lines)")
     return "\n".join(out)

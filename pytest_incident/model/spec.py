@@ -22,7 +22,7 @@ from pytest_incident.model.normalizers import (
     Normalizer,
 )
 
-_STATUS_RE = re.compile(r"(<=|>=|==|!=|<|>)?\s*(\d{3})")
+_STATUS_RE = re.compile(r"(<=|>=|==|!=|<|>)?\s*([0-9]{3})")  # ASCII digits only
 _STATUS_CLASS_RE = re.compile(r"([1-5])[xX]{2}")
 _STATUS_OPS: Mapping[str, Callable[[int, int], bool]] = MappingProxyType(
     {

@@ -24,8 +24,9 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unuse
 
 from pytest_incident.model.errors import IncidentFileError
 from pytest_incident.model.spec import IncidentSpec, noise_path
+from pytest_incident.spec.document import parse_document, read_file
 from pytest_incident.spec.noise import load_noise
-from pytest_incident.spec.reader import Problems, SectionReader, Span, parse_document
+from pytest_incident.spec.reader import Problems, SectionReader, Span
 from pytest_incident.spec.scalars import describe
 from pytest_incident.spec.sections import PLANNED_SECTIONS, SECTIONS
 from pytest_incident.spec.yaml_loader import (
@@ -66,9 +67,8 @@ def file_error(
 
 def _read_quietly(path: Path) -> str:
     try:
-        with path.open(encoding="utf-8") as handle:
-            return handle.read()
-    except (OSError, UnicodeDecodeError):
+        return read_file(path).decode("utf-8")
+    except (OSError, IncidentFileError, UnicodeDecodeError):
         return ""
 
 
@@ -76,9 +76,8 @@ def load_incident(path: Path, environ: Mapping[str, str]) -> IncidentSpec:
     """Load and validate one incident file; every mistake raises IncidentFileError."""
     path = Path(path)
     try:
-        with path.open("rb") as handle:
-            data = handle.read()
-    except OSError as exc:
+        data = read_file(path)
+    except FileNotFoundError as exc:
         raise IncidentFileError(path, 1, f"cannot read the file: {exc.strerror}", text="") from None
     text, document = parse_document(path, data)
     if document is None:

@@ -11,36 +11,25 @@
 # a file that is not there is no noise.
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from pytest_incident.model.errors import IncidentFileError
 from pytest_incident.model.spec import Noise
-from pytest_incident.spec.reader import Problems, SectionReader, parse_document
+from pytest_incident.spec.document import parse_document, read_file
+from pytest_incident.spec.reader import Problems, SectionReader
 from pytest_incident.spec.scalars import describe
 from pytest_incident.spec.sections.expect import checked_noise
 
-MAX_BYTES = 4 * 1024 * 1024
+MAX_BYTES = 4 * 1024 * 1024  # a calibration file lists every route: more than an incident file
 
 
 def load_noise(path: Path) -> Noise:
     """The calibration file at `path`; an empty Noise when there is none."""
     try:
-        # non-blocking: a FIFO in its place must not hang collection
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        data = read_file(path, MAX_BYTES)
     except FileNotFoundError:
         return Noise()
-    except OSError as exc:
-        raise IncidentFileError(path, 1, f"cannot read the file: {exc.strerror}", text="") from None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise IncidentFileError(path, 1, "not a regular file", text="")
-        data = handle.read(MAX_BYTES + 1)
-    if len(data) > MAX_BYTES:
-        raise IncidentFileError(path, 1, f"larger than {MAX_BYTES} bytes", text="")
     text, document = parse_document(path, data)
     if document is None:
         return Noise(path)

@@ -13,13 +13,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from pytest_incident.model.errors import IncidentFileError
 from pytest_incident.spec.scalars import describe
-from pytest_incident.spec.yaml_loader import (
-    KeyPath,
-    YamlDocument,
-    YamlLoadError,
-    format_path,
-    load_yaml,
-)
+from pytest_incident.spec.yaml_loader import KeyPath, YamlDocument, format_path
 
 T = TypeVar("T")
 Span = tuple[int, int]
@@ -49,22 +43,6 @@ class Problems:
             raise IncidentFileError(
                 self._path, first.line, first.message, end_line=first.end_line, text=self._text
             )
-
-
-def parse_document(path: Path, data: bytes) -> tuple[str, YamlDocument | None]:
-    """A file's bytes as text and its document (None: no document at all); a file that is
-    not UTF-8 or not YAML is an IncidentFileError at its line."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise IncidentFileError(path, line, "the file is not UTF-8 text", text="") from None
-    try:
-        return text, load_yaml(text)
-    except YamlLoadError as exc:
-        raise IncidentFileError(
-            path, exc.line, exc.message, end_line=exc.end_line, text=text
-        ) from None
 
 
 class SectionReader:

@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|s|m|h)?")
+# ASCII digits only, here and in ports: `\d` and str.isdigit() also take `५` or `²`
+_DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ns|us|µs|ms|s|m|h)?")
 _DURATION_UNITS: Mapping[str, float] = MappingProxyType(
     {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 )
+MAX_DURATION_S = 7 * 24 * 3600.0  # a week: longer is a mistake, and overflows timers
 _DURATION_FORMS = "a number with a unit: 200us, 2ms, 1.5s, 2m, 1h (a bare number is seconds)"
 
 
@@ -21,9 +23,9 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, bool) or not isinstance(text, int | float | str):
         raise ValueError(f"not a duration: {text!r}; use {_DURATION_FORMS}")
     if isinstance(text, int | float):
-        if not math.isfinite(text) or text < 0:
+        if (isinstance(text, float) and not math.isfinite(text)) or text < 0:
             raise ValueError(f"not a duration: {text!r}; use {_DURATION_FORMS}")
-        return float(text)
+        return _bounded(text)
     source = text.strip()
     total = 0.0
     position = 0
@@ -41,7 +43,14 @@ def parse_duration(text: str | int | float) -> float:
             raise ValueError(f"not a duration: {text!r}; use {_DURATION_FORMS}")
     if not parts:
         raise ValueError(f"not a duration: {text!r}; use {_DURATION_FORMS}")
-    return total
+    return _bounded(total)
+
+
+def _bounded(seconds: float) -> float:
+    """`seconds` as a float, if it is at most MAX_DURATION_S (`1e400s` is inf: not)."""
+    if not seconds <= MAX_DURATION_S:  # compares a huge int exactly; nan is not <=
+        raise ValueError(f"too long a duration: at most {MAX_DURATION_S:.0f}s (a week)")
+    return float(seconds)
 
 
 def check_host_port(text: str) -> str | None:
@@ -59,7 +68,7 @@ def check_host_port(text: str) -> str | None:
         host, sep, port = text.rpartition(":")
         if not sep or not host or ":" in host or any(c.isspace() for c in host):
             return f"{text!r} is not a destination; {expected}"
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         return f"{text!r}: the port must be a number from 1 to 65535; {expected}"
     return None
 

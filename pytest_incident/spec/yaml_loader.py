@@ -6,10 +6,13 @@
 # (start_line, end_line), each mapping key to its own line, and each scalar to its source text
 # (so `0800` or `1.10` can be used as written rather than as the number YAML 1.1 makes of it).
 # Scalars are built by PyYAML's SafeConstructor, except timestamps, which stay text. Merge keys
-# (`<<`) behave as in SafeLoader. Duplicate keys, complex keys, custom tags and recursive
-# aliases are rejected, and so is a document that aliases expand past MAX_VALUES values or
-# that nests past MAX_DEPTH. Every problem is a YamlLoadError carrying a line; nothing here knows
-# about incidents.
+# (`<<`) are merged here as the YAML merge-key type says (the first mapping of a list wins, own
+# keys win over merged ones), counted, and without touching the node tree. Duplicate keys,
+# complex keys, custom tags, recursive aliases and lone surrogates (`"\uD800"`) are rejected,
+# and so is a document that nests past MAX_DEPTH (counted while composing, before Python's
+# recursion limit) or that aliases expand past MAX_VALUES values. Whatever PyYAML raises on
+# odd input (a tag whose value does not convert, an escape past U+10FFFF) is a YamlLoadError
+# carrying a line too; nothing here knows about incidents.
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -68,8 +71,10 @@ class YamlDocument:
 
 def load_yaml(text: str) -> YamlDocument | None:
     """Compose `text` and walk it; None when the stream holds no document at all."""
+    loader: _Loader | None = None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _Loader(text)  # its reader checks every character first
+        node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         raise YamlLoadError(_mark_line(exc), _describe_yaml_error(exc)) from None
     except yaml.reader.ReaderError as exc:
@@ -77,16 +82,17 @@ def load_yaml(text: str) -> YamlDocument | None:
         raise YamlLoadError(line, f"invalid YAML: {exc.reason}") from None
     except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML error has a mark or position
         raise YamlLoadError(1, f"invalid YAML: {exc}") from None
-    except RecursionError:
-        raise YamlLoadError(1, f"nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, OverflowError):  # the scanner's chr() of an escape past U+10FFFF
+        line = loader.get_mark().line + 1 if loader is not None else 1
+        raise YamlLoadError(line, "invalid YAML: an escape past \\U0010FFFF") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if node is None:
         return None
     lines = tuple(text.splitlines())
     walker = _Walker(lines)
-    try:
-        data = walker.walk(node, (), frozenset())
-    except RecursionError:
-        raise YamlLoadError(1, f"nested deeper than {MAX_DEPTH} levels") from None
+    data = walker.walk(node, (), frozenset())
     return YamlDocument(
         data=data,
         spans=MappingProxyType(walker.spans),
@@ -94,6 +100,26 @@ def load_yaml(text: str) -> YamlDocument | None:
         raw=MappingProxyType(walker.raw),
         lines=lines,
     )
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader composing at most MAX_DEPTH levels: deeper is an error at its line, raised
+    long before Python's recursion limit (the composer recurses once per level)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        if self._depth > MAX_DEPTH:
+            event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+            raise YamlLoadError(event.start_mark.line + 1, _TOO_DEEP)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        return node
 
 
 def _mark_line(exc: yaml.MarkedYAMLError) -> int:
@@ -120,20 +146,13 @@ class _Walker:
         start = node.start_mark.line + 1
         if id(node) in stack:
             raise YamlLoadError(start, "recursive alias: a value cannot contain itself")
-        self._values += 1
-        if self._values > MAX_VALUES:  # aliases can multiply a small file (a "billion laughs")
-            raise YamlLoadError(start, f"more than {MAX_VALUES} values once aliases are expanded")
+        self._count(start)
         if len(path) > MAX_DEPTH:
-            raise YamlLoadError(start, f"nested deeper than {MAX_DEPTH} levels")
+            raise YamlLoadError(start, _TOO_DEEP)
         self.spans[path] = (start, self._end_line(node))
         if isinstance(node, ScalarNode):
             self.raw[path] = node.value
-            if node.tag == _TIMESTAMP_TAG:
-                return node.value
-            try:
-                return self._constructor.construct_object(node)
-            except yaml.MarkedYAMLError as exc:
-                raise YamlLoadError(start, _describe_tag_error(node, exc)) from None
+            return self._scalar(node, start)
         inner = stack | {id(node)}
         if isinstance(node, SequenceNode):
             self._check_tag(node, _SEQ_TAG)
@@ -145,33 +164,90 @@ class _Walker:
             start, f"unsupported YAML node {type(node).__name__}"
         )  # pragma: no cover
 
-    def _walk_mapping(self, node: MappingNode, path: KeyPath, stack: frozenset[int]) -> Any:
-        own = sum(1 for key, _ in node.value if key.tag != _MERGE_TAG)
+    def _count(self, line: int) -> None:
+        self._values += 1
+        if self._values > MAX_VALUES:  # aliases can multiply a small file (a "billion laughs")
+            raise YamlLoadError(line, f"more than {MAX_VALUES} values once aliases are expanded")
+
+    def _scalar(self, node: ScalarNode, line: int) -> Any:
+        if _has_surrogate(node.value):
+            raise YamlLoadError(line, _SURROGATE)
+        if node.tag == _TIMESTAMP_TAG:
+            return node.value
         try:
-            self._constructor.flatten_mapping(node)
+            return self._constructor.construct_object(node)
         except yaml.MarkedYAMLError as exc:
-            raise YamlLoadError(_mark_line(exc), f"invalid merge (<<): {exc.problem}") from None
-        merged = len(node.value) - own
+            raise YamlLoadError(line, _describe_tag_error(node, exc)) from None
+        except (ValueError, KeyError, TypeError, OverflowError):
+            # SafeConstructor's int(), float(), bool table on a value its tag does not fit
+            raise YamlLoadError(line, _describe_bad_scalar(node)) from None
+
+    def _walk_mapping(self, node: MappingNode, path: KeyPath, stack: frozenset[int]) -> Any:
+        # Keys merged with `<<` come first and are overridden by the mapping's own keys;
+        # only the own keys can be duplicates.
+        own_keys = {
+            k.value for k, _ in node.value if isinstance(k, ScalarNode) and k.tag != _MERGE_TAG
+        }
         result: dict[str, Any] = {}
+        for key, (key_node, value_node) in self._merged(node, stack, 0).items():
+            if key not in own_keys:
+                self.key_lines[(*path, key)] = key_node.start_mark.line + 1
+                result[key] = self.walk(value_node, (*path, key), stack)
         seen: dict[str, int] = {}  # the mapping's own keys -> line
-        for index, (key_node, value_node) in enumerate(node.value):
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
             key_line = key_node.start_mark.line + 1
-            if not isinstance(key_node, ScalarNode):
-                raise YamlLoadError(key_line, "mapping keys must be plain text")
-            key = key_node.value
-            # Keys merged with `<<` come first and may be overridden by the mapping's own
-            # keys, exactly as in SafeLoader; only the own keys can be duplicates.
-            if index >= merged:
-                if key in seen:
-                    where = f"{format_path(path)}: " if path else ""
-                    raise YamlLoadError(
-                        key_line,
-                        f"{where}duplicate key {key!r} (first defined on line {seen[key]})",
-                    )
-                seen[key] = key_line
+            key = self._key(key_node)
+            if key in seen:
+                where = f"{format_path(path)}: " if path else ""
+                raise YamlLoadError(
+                    key_line, f"{where}duplicate key {key!r} (first defined on line {seen[key]})"
+                )
+            seen[key] = key_line
             self.key_lines[(*path, key)] = key_line
             result[key] = self.walk(value_node, (*path, key), stack)
         return result
+
+    def _merged(
+        self, node: MappingNode, stack: frozenset[int], depth: int
+    ) -> dict[str, tuple[Node, Node]]:
+        """The pairs `<<` merges into `node`, one per key: of a list of mappings the first
+        that has the key wins, and a merged mapping's own keys win over what it merges in
+        turn. One entry per key, so chained merges cannot multiply; every mapping visited
+        counts as a value (MAX_VALUES), and chains are as deep as MAX_DEPTH."""
+        found: dict[str, tuple[Node, Node]] = {}
+        inner = stack | {id(node)}
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                continue
+            line = value_node.start_mark.line + 1
+            if depth >= MAX_DEPTH:
+                raise YamlLoadError(line, f"merges (<<) chained deeper than {MAX_DEPTH} levels")
+            sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+            for source in reversed(sources):
+                self._count(line)
+                if not isinstance(source, MappingNode) or source.tag != _MAP_TAG:
+                    raise YamlLoadError(
+                        source.start_mark.line + 1,
+                        "invalid merge (<<): expected a mapping or a list of mappings",
+                    )
+                if id(source) in inner:
+                    raise YamlLoadError(line, "recursive alias: a value cannot contain itself")
+                found.update(self._merged(source, inner, depth + 1))
+                for own_key, own_value in source.value:
+                    if own_key.tag != _MERGE_TAG:
+                        self._count(line)
+                        found[self._key(own_key)] = (own_key, own_value)
+        return found
+
+    def _key(self, key_node: Node) -> str:
+        line = key_node.start_mark.line + 1
+        if not isinstance(key_node, ScalarNode):
+            raise YamlLoadError(line, "mapping keys must be plain text")
+        if _has_surrogate(key_node.value):
+            raise YamlLoadError(line, _SURROGATE)
+        return str(key_node.value)
 
     def _check_tag(self, node: Node, expected: str) -> None:
         if node.tag != expected:
@@ -189,6 +265,35 @@ class _Walker:
         while end > start and end < len(self._lines) and _is_blank(self._lines[end]):
             end -= 1
         return end + 1
+
+
+_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+_SURROGATE = (
+    "a \\uD800-\\uDFFF escape on its own is half of a UTF-16 pair, not a character; write "
+    "the character itself or one \\U escape"
+)
+_SCALAR_KINDS: Mapping[str, str] = MappingProxyType(
+    {
+        "tag:yaml.org,2002:int": "an integer (decimal digits, at most 4300 of them; 0x.., 0o..)",
+        "tag:yaml.org,2002:float": "a number",
+        "tag:yaml.org,2002:bool": "a boolean (true/false, yes/no, on/off)",
+    }
+)
+_SHOWN_CHARS = 40
+
+
+def _describe_bad_scalar(node: ScalarNode) -> str:
+    value = node.value if len(node.value) <= _SHOWN_CHARS else node.value[:_SHOWN_CHARS] + "..."
+    kind = _SCALAR_KINDS.get(node.tag, f"a value of tag {node.tag}")
+    return f"invalid value {value!r}: not {kind}"
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _describe_tag_error(node: ScalarNode, exc: yaml.MarkedYAMLError) -> str:

@@ -132,22 +132,6 @@ def test_unknown_incident_is_a_usage_error(demo: pytest.Pytester) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("option", "message"),
-    [
-        ("--incident-speed=0", "*--incident-speed must be > 0*"),
-        ("--incident-speed=fast", "*--incident-speed: 'fast' is not a number*"),
-        ("--incident-request=xyz", "*--incident-request 'xyz': expected at least 4 hex digits*"),
-    ],
-)
-def test_bad_option_values_are_usage_errors(
-    demo: pytest.Pytester, option: str, message: str
-) -> None:
-    result = demo.runpytest(option)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([message])
-
-
 def test_yaml_mistake_is_reported_with_file_and_line(demo: pytest.Pytester) -> None:
     write_incident(
         demo,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import stat
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
@@ -23,6 +24,9 @@ _APP_RE = re.compile(rf"{_DOTTED}:{_DOTTED}")
 _TIMEOUTS = ("ready_timeout", "request_timeout")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KINDS = ("wsgi", "asgi", "command")
+# what no argument, environment value or path can hold (the kernel takes C strings)
+_NUL = "contains a NUL character (\\0), which no command argument, variable or path can hold"
+_SHOWN_PATH_CHARS = 200
 
 
 def parse(reader: SectionReader, data: dict[str, Any]) -> Target | None:
@@ -37,7 +41,7 @@ def parse(reader: SectionReader, data: dict[str, Any]) -> Target | None:
     apps: dict[str, str] = {}
     for kind in ("wsgi", "asgi"):
         ref = data.get(kind)
-        if ref is not None and not _APP_RE.fullmatch(ref.strip()):
+        if ref is not None and not _is_app_reference(ref.strip()):
             reader.fail(("target", kind), f"{ref!r} is not 'package.module:attribute'")
             ok = False
         elif ref is not None:
@@ -52,8 +56,11 @@ def parse(reader: SectionReader, data: dict[str, Any]) -> Target | None:
         if not key or "=" in key or "\0" in key:
             reader.add(reader.key(path), f"target.env: {key!r} is not a variable name")
             ok = False
+        elif "\0" in (text := reader.as_text(path, value)):
+            reader.fail(path, _NUL)
+            ok = False
         else:
-            env[key] = reader.as_text(path, value)
+            env[key] = text
     pass_env: list[str] = []
     for path, name in reader.items(data, "pass_env", ("target",)):
         if not _ENV_NAME_RE.fullmatch(name):
@@ -65,10 +72,8 @@ def parse(reader: SectionReader, data: dict[str, Any]) -> Target | None:
     ok = ok and (python is not None or "python" not in data)
     cwd = None
     if "cwd" in data:
-        cwd = (reader.base / data["cwd"]).absolute()
-        if not cwd.is_dir():
-            reader.fail(("target", "cwd"), f"directory not found: {cwd}")
-            ok = False
+        cwd = _cwd(reader, data["cwd"])
+        ok = ok and cwd is not None
     timeouts: dict[str, float] = {}
     for key in _TIMEOUTS:
         if key not in data:
@@ -94,6 +99,45 @@ def parse(reader: SectionReader, data: dict[str, Any]) -> Target | None:
         pass_env=tuple(pass_env),
         **timeouts,
     )
+
+
+def _is_app_reference(text: str) -> bool:
+    """`package.module:attribute`, every part a Python identifier."""
+    if not _APP_RE.fullmatch(text):
+        return False
+    return all(part.isidentifier() for part in re.split(r"[.:]", text))
+
+
+def _stat(path: Path) -> os.stat_result | str | None:
+    """What `path` is: its stat, None when nothing is there, or why it cannot be looked at
+    (any OSError a path from the file can raise: too long, a loop, no permission)."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return f"{_shown(path)}: {exc.strerror or exc}"
+
+
+def _shown(path: Path) -> str:
+    text = str(path)
+    return text if len(text) <= _SHOWN_PATH_CHARS else text[:_SHOWN_PATH_CHARS] + "..."
+
+
+def _cwd(reader: SectionReader, value: str) -> Path | None:
+    path: KeyPath = ("target", "cwd")
+    if "\0" in value:
+        reader.fail(path, _NUL)
+        return None
+    cwd = (reader.base / value).absolute()
+    found = _stat(cwd)
+    if isinstance(found, str):
+        reader.fail(path, found)
+        return None
+    if found is None or not stat.S_ISDIR(found.st_mode):
+        reader.fail(path, f"directory not found: {_shown(cwd)}")
+        return None
+    return cwd
 
 
 def _server(reader: SectionReader, data: dict[str, Any], present: list[str]) -> str | None:
@@ -131,18 +175,26 @@ def _python(
     if not value.strip():
         reader.fail(path, "expected an interpreter or a venv folder, got an empty string")
         return None
+    if "\0" in value:
+        reader.fail(path, _NUL)
+        return None
     python = Path(os.path.normpath(reader.base / Path(value).expanduser()))
-    if python.is_dir():
+    found = _stat(python)
+    if isinstance(found, os.stat_result) and stat.S_ISDIR(found.st_mode):
         venv = python
         python = venv / "bin" / "python"
-        if not python.exists():
-            reader.fail(path, f"{venv} is a folder without bin/python (not a venv)")
+        found = _stat(python)
+        if found is None:
+            reader.fail(path, f"{_shown(venv)} is a folder without bin/python (not a venv)")
             return None
-    if not python.exists():
-        reader.fail(path, f"interpreter not found: {python}")
+    if isinstance(found, str):
+        reader.fail(path, found)
         return None
-    if not python.is_file() or not os.access(python, os.X_OK):
-        reader.fail(path, f"not an executable file: {python}")
+    if found is None:
+        reader.fail(path, f"interpreter not found: {_shown(python)}")
+        return None
+    if not stat.S_ISREG(found.st_mode) or not os.access(python, os.X_OK):
+        reader.fail(path, f"not an executable file: {_shown(python)}")
         return None
     if command is not None and not any("{python}" in arg for arg in command):
         reader.fail(
@@ -169,6 +221,10 @@ def _command(reader: SectionReader, value: str | list[Any] | None) -> tuple[str,
     if not argv:
         reader.fail(path, "expected a command, got an empty string")
         return None
+    for i, arg in enumerate(argv):
+        if "\0" in arg:
+            reader.fail((*path, i) if isinstance(value, list) else path, _NUL)
+            return None
     if not any("{port}" in arg for arg in argv):
         reader.fail(
             path,

@@ -25,6 +25,8 @@ def parse(reader: SectionReader, text: str) -> Window | None:
     stamps: list[int] = []
     for part in parts:
         try:
+            if not part.isascii():  # strptime's digits would take `२०२४` for 2024
+                raise ValueError(part)
             stamps.append(parse_timestamp(part))
         except ValueError:
             reader.fail(
