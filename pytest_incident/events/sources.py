@@ -12,11 +12,12 @@
 # user's mistake, reported at the `source:` line with the schemes that are available.
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
 from typing import Protocol, runtime_checkable
 
-from pytest_incident.events.frozen import read_spans
+from pytest_incident.events.frozen import file_kind, read_spans
 from pytest_incident.model.errors import IncidentFileError, ReplayConfigError
 from pytest_incident.model.spans import Span
 from pytest_incident.model.spec import IncidentSpec
@@ -51,8 +52,14 @@ class FrozenFileSource:
         frozen = "use a frozen .jsonl or .jsonl.gz file"
         if not ref.location.endswith(FROZEN_SUFFIXES):
             raise _at_source(spec, f"unsupported file type {ref.path.name!r}; {frozen}")
-        if not ref.path.is_file():
-            raise _at_source(spec, f"file not found: {ref.path}")
+        try:
+            mode = ref.path.stat().st_mode
+        except FileNotFoundError:
+            raise _at_source(spec, f"file not found: {ref.path}") from None
+        except OSError as exc:
+            raise _at_source(spec, f"cannot read {ref.path}: {exc.strerror}") from None
+        if not stat.S_ISREG(mode):
+            raise _at_source(spec, f"{ref.path} is {file_kind(mode)}, not a regular file; {frozen}")
         return read_spans(ref.path)
 
 

@@ -93,8 +93,9 @@ def test_open_incident_uses_the_sources_it_is_given(tmp_path: Path) -> None:
 
     path = tmp_path / "x.yaml"
     path.write_text(WINDOW + "source: memory://0\ntarget: {wsgi: 'app:app'}\n")
-    opened = open_incident(path, {}, SourceRegistry([Counting()]))  # type: ignore[list-item]
-    assert opened.requests == () and Counting.calls == 1
+    with pytest.raises(IncidentFileError, match="window: no recorded request") as info:
+        open_incident(path, {}, SourceRegistry([Counting()]))  # type: ignore[list-item]
+    assert Counting.calls == 1 and info.value.line == 1
     with pytest.raises(IncidentFileError) as info:
         open_incident(path, {}, SourceRegistry([]))
     assert info.value.line == 2
