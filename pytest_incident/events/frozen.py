@@ -436,7 +436,7 @@ def _check_header(path: Path, text: str | None, limits: ReadLimits) -> None:
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise RecordingError(path, 1, expected)
     version = header.get("version")
-    if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:  # not 1.0, not true
         shown = json.dumps(version) if version is not None else "missing"
         raise RecordingError(
             path,

@@ -52,7 +52,9 @@ class SpanProblem:
     role: str = "span"  # "span" (a request) or "outbound call span"
 
     def __str__(self) -> str:
-        return f"{self.role} {_shown(self.span.span_id)}: {self.field}: {self.message}"
+        span_id = self.span.span_id
+        shown = span_id if isinstance(span_id, str) and span_id.isprintable() else _shown(span_id)
+        return f"{self.role} {shown}: {self.field}: {self.message}"
 
     def error(self, path: Path, line: int) -> RecordingError:
         """At the line of the recording that holds the span; else at (path, line)."""
@@ -174,7 +176,12 @@ def _check_message(span: Span, headers_key: str, body_key: str) -> None:
         if not _HEADER_VALUE_RE.fullmatch(value):
             raise _Bad(headers_key, f"the value of {name} is {_shown(value)}; allowed: {HEADERS}")
     _attr(span, body_key)
-    _attr(span, body_key + keys.ENCODING_SUFFIX)
+    encoding = _attr(span, body_key + keys.ENCODING_SUFFIX)
+    if encoding not in ("", "base64"):
+        raise _Bad(
+            body_key + keys.ENCODING_SUFFIX,
+            f"{_shown(encoding)}; allowed: base64, or none (the body is text)",
+        )
     _decode(keys.decode_body, span, body_key)
 
 
