@@ -69,7 +69,7 @@ class RecordedRequest:
 
     @property
     def method(self) -> str:
-        return self.span.attr(keys.METHOD, "GET").upper()
+        return (self.span.attr(keys.METHOD) or "GET").upper()
 
     @property
     def path(self) -> str:
@@ -127,7 +127,7 @@ class OutboundCall:
 
     @property
     def method(self) -> str:
-        return self.span.attr(keys.METHOD, "GET").upper()
+        return (self.span.attr(keys.METHOD) or "GET").upper()
 
     @property
     def url(self) -> str:
