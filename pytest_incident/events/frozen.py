@@ -54,6 +54,7 @@ MAX_DURATION_NS = 2**63 - 1  # ClickHouse's Duration is an Int64 of nanoseconds
 _TRACE_ID_RE = re.compile(r"[0-9a-fA-F]{1,32}")
 _SPAN_ID_RE = re.compile(r"[0-9a-fA-F]{1,16}")
 _DIGITS_RE = re.compile(r"[0-9]{1,19}")
+_SPAN_ID_IN_TEXT_RE = re.compile(r'"SpanId"\s*:\s*"([0-9a-fA-F]{1,16})"')
 
 
 @dataclass(frozen=True)
@@ -260,7 +261,7 @@ def _finite(text: str) -> float:
         raise ValueError(f"the number {text[:20]}... is longer than {MAX_NUMBER_DIGITS} characters")
     number = float(text)
     if not math.isfinite(number):
-        raise ValueError(f"the number {text} is out of range")
+        raise ValueError(f"the number {text} is out of range; allowed: finite numbers")
     return number
 
 
@@ -457,7 +458,11 @@ def read_spans(path: Path, limits: ReadLimits = ReadLimits()) -> Iterator[Span]:
             if not line.strip():
                 continue
             try:
-                row = parse_line(line, limits.json_depth)
+                try:
+                    row = parse_line(line, limits.json_depth)
+                except ValueError as exc:  # no row to read its span id from: find it
+                    found = _SPAN_ID_IN_TEXT_RE.search(line)
+                    raise ValueError(f"span {found[1]}: {exc}" if found else str(exc)) from None
                 if not isinstance(row, dict):
                     raise ValueError(f"a row must be a JSON object, got {_kind_of(row)}")
                 span = row_to_span(row, SpanOrigin(path, number))

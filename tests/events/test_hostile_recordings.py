@@ -128,7 +128,7 @@ def test_a_lone_surrogate_escape_is_not_text(tmp_path: Path) -> None:
         ("Infinity", "Infinity is not a JSON number; numbers must be finite"),
         ("-Infinity", "-Infinity is not a JSON number"),
         ("NaN", "NaN is not a JSON number"),
-        ("1e400", "the number 1e400 is out of range"),
+        ("1e400", f"span {SPAN.span_id}: the number 1e400 is out of range; allowed: finite"),
         ("1" * 5000, "is longer than 40 characters"),
         ("-5", "Duration must be a whole number of nanoseconds"),
         ("2.5", "Duration must be a whole number of nanoseconds"),
@@ -229,7 +229,8 @@ def test_attributes_and_events(tmp_path: Path, changes: dict[str, Any], message:
 def test_a_repeated_key_is_ambiguous(tmp_path: Path) -> None:
     line = row()[:-1] + ', "SpanId": "ffff"}'
     path = write(tmp_path / "d.jsonl", f"{HEADER}\n{line}\n")
-    assert failure(path).message == "the key 'SpanId' appears twice in one object"
+    message = failure(path).message
+    assert message == f"span {SPAN.span_id}: the key 'SpanId' appears twice in one object"
 
 
 # -- depth and size -------------------------------------------------------------------------
@@ -241,8 +242,9 @@ def test_deep_nesting_is_refused(tmp_path: Path, depth: int) -> None:
     line = row(SpanAttributes={"deep": "x"}).replace('"x"', nested)
     error = failure(write(tmp_path / "deep.jsonl", f"{HEADER}\n{line}\n"))
     assert error.line == 2
-    assert (
-        error.message == f"the JSON nests deeper than {MAX_JSON_DEPTH} levels of objects and arrays"
+    assert error.message == (
+        f"span {SPAN.span_id}: the JSON nests deeper than {MAX_JSON_DEPTH} levels of objects "
+        "and arrays"
     )
 
 
