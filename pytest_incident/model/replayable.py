@@ -30,7 +30,7 @@ _HEADER_VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # visible, space, tab
 _URL_CHARS_RE = re.compile(r"[\x21-\x7e]*")  # what a request line carries unescaped
 _TRACE_ID_RE = re.compile(r"[0-9a-fA-F]{1,32}")
 _SPAN_ID_RE = re.compile(r"[0-9a-fA-F]{1,16}")
-_LABEL_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # RFC 1123
 MAX_HOST_LENGTH = 253
 NO_BODY_STATUSES = (204, 304)  # answers that carry no body (so do 1xx and HEAD's)
 
@@ -220,6 +220,6 @@ def _host(field: str, host: str) -> None:
     if len(host) > MAX_HOST_LENGTH or not all(_LABEL_RE.fullmatch(label) for label in labels):
         raise _Bad(
             field,
-            f"host {_shown(host)}; allowed: a DNS name (ASCII letters, digits, - and _, dot-"
-            "separated labels of at most 63; IDNA-encode the rest) or an IP address",
+            f"host {_shown(host)}; allowed: a host name (dot-separated labels of ASCII letters, "
+            "digits and inner hyphens, at most 63 each; IDNA-encode the rest) or an IP address",
         )

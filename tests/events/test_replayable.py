@@ -164,13 +164,15 @@ BAD_CALLS = [
     ({"url.full": "http://api.example:0/"}, "url.full", "port 0; allowed: 1-65535"),
     ({"url.full": "http://api.example:x/"}, "url.full", "is not a URL"),
     ({"url.full": "http://bücher.example/"}, "url.full", "printable ASCII"),
-    ({"url.full": "http://a_b..example/"}, "url.full", "allowed: a DNS name"),
+    ({"url.full": "http://a..example/"}, "url.full", "allowed: a host name"),
+    ({"url.full": "https://a_b.example/"}, "url.full", "allowed: a host name"),
+    ({"url.full": "https://-a.example/"}, "url.full", "allowed: a host name"),
     ({"url.full": "http://api.example/a b"}, "url.full", "printable ASCII"),
     ({"server.port": "²"}, "server.port", "allowed: ASCII digits, 1-65535"),
     ({"server.port": "५४३२"}, "server.port", "allowed: ASCII digits"),
     ({"server.port": "0"}, "server.port", "1-65535"),
     ({"server.port": "70000"}, "server.port", "1-65535"),
-    ({"server.address": "api example"}, "server.address", "allowed: a DNS name"),
+    ({"server.address": "api example"}, "server.address", "allowed: a host name"),
     ({"http.response.status_code": "101"}, "http.response.status_code", "200-599"),
     ({"http.response.status_code": "²00"}, "http.response.status_code", "ASCII digits"),
     ({"http.response.status_code": "204", "incident.response.body": "x"},
@@ -223,6 +225,14 @@ def test_the_twin_calls_are_answered(attributes: dict[str, str]) -> None:
         if name.lower() not in HOP_BY_HOP:
             assert f"{name}: {value}\r\n".encode("latin-1") in data
     assert 0 < recorded.port < 65536 and recorded.host
+
+
+def test_the_twin_hosts_get_a_stub_certificate() -> None:
+    from pytest_incident.runtime.stubs.tls import IncidentCA
+
+    ca = IncidentCA()
+    for attributes in GOOD_CALLS:
+        ca.server_context(call(attributes).host)  # what an https stub is given
 
 
 def test_a_call_without_an_answer_is_replayable() -> None:
