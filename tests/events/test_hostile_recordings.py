@@ -19,6 +19,7 @@ from pytest_incident.events.frozen import (
     FORMAT_NAME,
     MAX_FILE_BYTES,
     MAX_JSON_DEPTH,
+    MAX_LINE_BYTES,
     ReadLimits,
     read_spans,
     span_to_row,
@@ -274,6 +275,15 @@ def test_a_huge_line_inside_a_gzip_stops_at_the_cap(tmp_path: Path) -> None:
             stream.write(chunk)
     error = failure(path, ReadLimits(line_bytes=1 << 20))
     assert (error.line, error.message.split(";")[0]) == (2, "the line is longer than 1 MiB")
+
+
+def test_a_line_above_the_default_cap_inside_a_gzip(tmp_path: Path) -> None:
+    path = tmp_path / "long.jsonl.gz"
+    with gzip.open(path, "wb", compresslevel=1) as stream:
+        stream.write(f"{HEADER}\n{row()}\n".encode())
+        stream.write(b"x" * (MAX_LINE_BYTES + 1) + b"\n")
+    error = failure(path)
+    assert (error.line, error.message.split(";")[0]) == (3, "the line is longer than 16 MiB")
 
 
 def test_the_decompressed_text_is_capped(tmp_path: Path) -> None:
