@@ -7,6 +7,11 @@
 # `database.before` fixture through WINDOW_FIXTURE (IncidentFile.enter_window); the others find
 # the writes of the items before them.
 #
+# A request whose recording cannot be replayed (RecordedRequest.problem: an invalid value in
+# its span or in one of its outbound calls' spans) is still an item, which errors at setup
+# with the recording's `file:line:` and what is wrong; it is never sent, and its calls give
+# the replay no stub. The incident's other items run.
+#
 # `runtest` is replay -> judge -> hook -> raise: the replay environment (stubs + sandboxed
 # target) produces a ReplayResult, pytest_incident.core.verdict decides, the
 # `pytest_incident_replayed` hook sees the whole verdict, and a failed verdict raises
@@ -124,7 +129,9 @@ class IncidentFile(pytest.File):
         for calibration in (1, 2) if calibrating else (0,):
             suffix = SECOND_PASS if calibration == 2 else ""
             for position, request in enumerate(opened.requests):
-                name = f"{request.method} {request.route}[{ids[request.request_id.lower()]}]"
+                name = printable(
+                    f"{request.method} {request.route}[{ids[request.request_id.lower()]}]"
+                )
                 yield IncidentItem.from_parent(
                     self,
                     name=name + suffix,
@@ -199,7 +206,7 @@ class IncidentFile(pytest.File):
             self._tmp = tempfile.TemporaryDirectory(prefix=f"incident-{self.spec.name}-")
             self.replay = IncidentReplay(
                 spec,
-                [i.request for i in self.collect_items()],
+                [i.request for i in self.collect_items() if i.request.problem is None],
                 rootdir=self.config.rootpath,
                 workdir=Path(self._tmp.name),
                 options=ReplayOptions(
@@ -262,6 +269,13 @@ def window_order(items: Sequence[pytest.Item]) -> list[pytest.Item]:
     return ordered
 
 
+def printable(text: str) -> str:
+    """`text` with control characters (a recorded route may hold any) escaped, for names."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 class CollectError(Exception):
     """An incident file that cannot be collected; str() is `file:line: message`."""
 
@@ -308,6 +322,17 @@ class IncidentItem(pytest.Function):
     def incident_file(self) -> IncidentFile:
         assert isinstance(self.parent, IncidentFile)
         return self.parent
+
+    def setup(self) -> None:
+        """A request whose recording cannot be replayed errors here, before its fixtures,
+        at the recording's line (the incident's `source:` line for a span with none)."""
+        problem = self.request.problem
+        if problem is not None:
+            spec = self.incident_file.spec
+            error = problem.error(spec.path, spec.source.line)
+            message = self.incident_file._relative(str(error), error.path)
+            pytest.fail(f"{message}\nthis recorded request cannot be replayed", pytrace=False)
+        super().setup()
 
     def runtest(self) -> None:
         from pytest_incident.core.report import render_failure

@@ -9,16 +9,19 @@
 #      (each entry point names an EventSource class, built with no arguments);
 #   3. the built-ins: `file` (a frozen .jsonl / .jsonl.gz file).
 # The first source that claims the scheme reads it. A reference no source claims is the
-# user's mistake, reported at the `source:` line with the schemes that are available.
+# user's mistake, reported at the `source:` line with the schemes that are available. The
+# spans of a source other than the frozen file (which checks its own rows) are checked for
+# the types selection relies on as they stream (`checked`), also at the `source:` line.
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import stat
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Protocol, runtime_checkable
 
-from pytest_incident.events.frozen import read_spans
+from pytest_incident.events.frozen import file_kind, read_spans
 from pytest_incident.model.errors import IncidentFileError, ReplayConfigError
-from pytest_incident.model.spans import Span
+from pytest_incident.model.spans import MAX_TIMESTAMP_NS, Span, SpanKind
 from pytest_incident.model.spec import IncidentSpec
 from pytest_incident.spec import file_error
 
@@ -51,8 +54,14 @@ class FrozenFileSource:
         frozen = "use a frozen .jsonl or .jsonl.gz file"
         if not ref.location.endswith(FROZEN_SUFFIXES):
             raise _at_source(spec, f"unsupported file type {ref.path.name!r}; {frozen}")
-        if not ref.path.is_file():
-            raise _at_source(spec, f"file not found: {ref.path}")
+        try:
+            mode = ref.path.stat().st_mode
+        except FileNotFoundError:
+            raise _at_source(spec, f"file not found: {ref.path}") from None
+        except OSError as exc:
+            raise _at_source(spec, f"cannot read {ref.path}: {exc.strerror}") from None
+        if not stat.S_ISREG(mode):
+            raise _at_source(spec, f"{ref.path} is {file_kind(mode)}, not a regular file; {frozen}")
         return read_spans(ref.path)
 
 
@@ -85,12 +94,51 @@ class SourceRegistry:
                 continue
             spans = source.read(spec)
             if spans is not None:  # a "*" source (the hook) may decline
-                return spans
+                return spans if isinstance(source, FrozenFileSource) else checked(spans, spec)
         available = ", ".join(f"{s}://" if s != "file" else "a frozen file" for s in self.schemes())
         raise _at_source(
             spec,
             f"no event source reads {spec.source.scheme}:// references; available: {available}",
         )
+
+
+def checked(spans: Iterable[Span], spec: IncidentSpec) -> Iterator[Span]:
+    """The spans of a source other than the frozen file's (which checks its own), each
+    checked for the types selection relies on: a mistake is the source's, reported at the
+    `source:` line, never a traceback in selection."""
+    if not isinstance(spans, Iterable):
+        raise _at_source(spec, f"the event source returned {type(spans).__name__}, not spans")
+    for span in spans:
+        problem = span_shape(span)
+        if problem:
+            raise _at_source(spec, f"the event source returned {problem}")
+        yield span
+
+
+_SPAN_TEXT = ("trace_id", "span_id", "parent_span_id", "name", "service", "status_code")
+
+
+def span_shape(span: object) -> str:
+    """What is wrong with the shape of a span an event source returned, or ""."""
+    if not isinstance(span, Span):
+        return f"{type(span).__name__} where a Span belongs"
+    shown = repr(span.span_id)[:40]
+    for name in ("timestamp_ns", "duration_ns"):
+        value = getattr(span, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"span {shown}: {name} is {value!r}; a Span's {name} is an int"
+    if not 0 <= span.timestamp_ns <= MAX_TIMESTAMP_NS:
+        return f"span {shown}: timestamp_ns {span.timestamp_ns} is out of range (1970 to 9999)"
+    for name in _SPAN_TEXT:
+        if not isinstance(getattr(span, name), str):
+            return f"span {shown}: {name} is {getattr(span, name)!r}; a Span's {name} is a str"
+    if not isinstance(span.kind, SpanKind):
+        return f"span {shown}: kind is {span.kind!r}; a Span's kind is a SpanKind"
+    if not isinstance(span.attributes, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in span.attributes.items()
+    ):
+        return f"span {shown}: attributes must map str to str"
+    return ""
 
 
 def installed_sources() -> list[EventSource]:

@@ -46,15 +46,31 @@ KIND = "incident.kind"  # "smtp" for an email
 TIMEOUT = "timeout"
 
 
+def ascii_number(text: str, digits: int = 9) -> int | None:
+    """The number `text` holds in ASCII digits (at most `digits` of them), else None:
+    str.isdigit() and int() also take "²" and "५४३२", which no recorder writes."""
+    if 0 < len(text) <= digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def decode_body(attributes: Mapping[str, str], key: str) -> bytes:
     """The body stored under `key`, honouring `key.encoding: base64`; ValueError if bad."""
     raw = attributes.get(key, "")
-    if attributes.get(key + ENCODING_SUFFIX, "") == "base64":
+    encoding = attributes.get(key + ENCODING_SUFFIX, "")
+    if encoding == "base64":
         try:
             return base64.b64decode(raw, validate=True)
-        except binascii.Error as exc:
-            raise ValueError(f"{key} is not valid base64") from exc
-    return raw.encode("utf-8")
+        except (binascii.Error, ValueError):
+            raise ValueError(f"{key} is not valid base64") from None
+    if encoding:
+        raise ValueError(
+            f"{key}{ENCODING_SUFFIX} is {encoding!r}; allowed: base64 (or none: the body is text)"
+        )
+    try:
+        return raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{key} is not text (it holds a lone surrogate)") from None
 
 
 def encode_body(key: str, body: bytes) -> dict[str, str]:
@@ -66,19 +82,33 @@ def encode_body(key: str, body: bytes) -> dict[str, str]:
 
 
 def decode_headers(attributes: Mapping[str, str], key: str) -> tuple[tuple[str, str], ...]:
-    """Header pairs from a JSON object ({name: value | [values]}) or list of pairs."""
+    """Header pairs from a JSON object ({name: value | [values]}) or list of pairs; a value
+    is a string or a whole number. ValueError for anything else."""
     raw = attributes.get(key, "")
     if not raw:
         return ()
+    shape = "a JSON object {name: value or [values]} or a list of [name, value] pairs"
     try:
         data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{key} is not JSON") from exc
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        raise ValueError(f"{key} is not JSON; allowed: {shape}") from None
+    if isinstance(data, dict):
+        items = list(data.items())
+    elif isinstance(data, list) and all(
+        isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) for pair in data
+    ):
+        items = [(pair[0], pair[1]) for pair in data]
+    else:
+        raise ValueError(f"{key} is not {shape}")
     pairs: list[tuple[str, str]] = []
-    items = data.items() if isinstance(data, dict) else data
     for name, value in items:
         values = value if isinstance(value, list) else [value]
-        pairs.extend((str(name), str(v)) for v in values)
+        for item in values:
+            if isinstance(item, bool) or not isinstance(item, str | int):
+                raise ValueError(
+                    f"{key}: the value of {name!r} is not a string (nor a list of strings)"
+                )
+            pairs.append((name, str(item)))
     return tuple(pairs)
 
 

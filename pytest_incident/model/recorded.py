@@ -2,13 +2,19 @@
 # calls and database writes (Client spans). Views over a Span that decode attributes through
 # pytest_incident.model.conventions on access; they never mutate the span, and bodies are
 # decoded only when asked for. Pure.
+#
+# Every value a replay uses is checked once (pytest_incident.model.replayable): `problem` is
+# the first one of the request, or of one of its outbound calls, that cannot be replayed.
+# A request with a problem is reported, never sent; the views of one without are total.
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pytest_incident.model import conventions as keys
+from pytest_incident.model.replayable import SpanProblem, check_call, check_request
 from pytest_incident.model.spans import Span, SpanKind
 
 
@@ -26,6 +32,19 @@ def _headers(span: Span, key: str) -> tuple[tuple[str, str], ...]:
         raise ValueError(f"span {span.span_id}: {exc}") from None
 
 
+def _status(span: Span) -> int | None:
+    return keys.ascii_number(span.attr(keys.STATUS), 3)
+
+
+def _split(url: str) -> SplitResult | None:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises for a port that is no number
+    except ValueError:
+        return None
+    return parts
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     """A Server span: one request the service received in production."""
@@ -39,9 +58,18 @@ class RecordedRequest:
     def request_id(self) -> str:
         return self.span.trace_id
 
+    @functools.cached_property
+    def problem(self) -> SpanProblem | None:
+        """Why this request cannot be replayed (its span's first invalid value, or that of
+        one of its outbound calls), or None; checked once."""
+        found = check_request(self.span)
+        for call in self.outbound:
+            found = found or call.problem
+        return found
+
     @property
     def method(self) -> str:
-        return self.span.attr(keys.METHOD, "GET").upper()
+        return (self.span.attr(keys.METHOD) or "GET").upper()
 
     @property
     def path(self) -> str:
@@ -61,8 +89,7 @@ class RecordedRequest:
 
     @property
     def status(self) -> int | None:
-        text = self.span.attr(keys.STATUS)
-        return int(text) if text.isdigit() else None
+        return _status(self.span)
 
     @property
     def failed(self) -> bool:
@@ -100,32 +127,40 @@ class OutboundCall:
 
     @property
     def method(self) -> str:
-        return self.span.attr(keys.METHOD, "GET").upper()
+        return (self.span.attr(keys.METHOD) or "GET").upper()
 
     @property
     def url(self) -> str:
         return self.span.attr(keys.URL)
 
+    @functools.cached_property
+    def problem(self) -> SpanProblem | None:
+        """Why this call cannot be replayed, or None; checked once."""
+        return check_call(self.span)
+
     @property
     def host(self) -> str:
-        return self.span.attr(keys.SERVER_ADDRESS) or (urlsplit(self.url).hostname or "")
+        parts = _split(self.url)
+        return self.span.attr(keys.SERVER_ADDRESS) or ((parts and parts.hostname) or "")
 
     @property
     def port(self) -> int:
-        text = self.span.attr(keys.SERVER_PORT)
-        if text.isdigit():
-            return int(text)
-        parts = urlsplit(self.url)
+        number = keys.ascii_number(self.span.attr(keys.SERVER_PORT), 5)
+        if number is not None:
+            return number
+        parts = _split(self.url)
+        if parts is None:
+            return 80
         return parts.port or (443 if parts.scheme == "https" else 80)
 
     @property
     def scheme(self) -> str:
-        return urlsplit(self.url).scheme or "http"
+        parts = _split(self.url)
+        return (parts and parts.scheme) or "http"
 
     @property
     def status(self) -> int | None:
-        text = self.span.attr(keys.STATUS)
-        return int(text) if text.isdigit() else None
+        return _status(self.span)
 
     @property
     def error_type(self) -> str:
@@ -187,9 +222,18 @@ class DatabaseWrite:
         raw = self.span.attr(keys.DB_PARAMS)
         try:
             values = json.loads(raw) if raw else []
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
             return (raw,)
-        return tuple(None if v is None else str(v) for v in values)
+        if not isinstance(values, list):
+            return (raw,)
+        return tuple(None if v is None else _text(v) for v in values)
+
+
+def _text(value: object) -> str:
+    try:
+        return str(value)
+    except (ValueError, RecursionError):  # a huge int, or nesting too deep to show
+        return "<unshowable>"
 
 
 def is_database_statement(span: Span) -> bool:

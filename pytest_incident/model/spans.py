@@ -7,9 +7,15 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+
+# The timestamps a recording may hold: from the epoch to the last instant of year 9999 (what
+# a datetime can show), in nanoseconds.
+MAX_TIMESTAMP_NS = 253_402_300_799_999_999_999
 
 
 class SpanKind(enum.Enum):
@@ -39,6 +45,14 @@ class SpanEvent:
 
 
 @dataclass(frozen=True)
+class SpanOrigin:
+    """Where a span was read: its recording's file and line (for messages)."""
+
+    path: Path
+    line: int
+
+
+@dataclass(frozen=True)
 class Span:
     timestamp_ns: int  # start, nanoseconds since the epoch (UTC)
     trace_id: str
@@ -53,6 +67,8 @@ class Span:
     status_message: str = ""
     resource_attributes: Mapping[str, str] = field(default_factory=dict)
     events: tuple[SpanEvent, ...] = ()
+    # where it was read, when a file holds it; not part of the span's value
+    origin: SpanOrigin | None = field(default=None, compare=False, repr=False)
 
     @property
     def end_ns(self) -> int:
@@ -69,12 +85,24 @@ def format_timestamp(ns: int) -> str:
     return f"{stamp}.{frac:09d}"
 
 
-def parse_timestamp(text: str | int | float) -> int:
-    """Nanoseconds from ClickHouse text (`2024-05-14 14:03:12.5`), ISO 8601, or a number."""
-    if isinstance(text, int | float):
-        return int(text)
+def parse_timestamp(text: object) -> int:
+    """Nanoseconds from ClickHouse text (`2024-05-14 14:03:12.5`), ISO 8601, or a number of
+    nanoseconds; ValueError for anything else (ASCII digits only, 1970 to 9999)."""
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
+        raise ValueError(f"not a UTC timestamp: {text!r}")
+    if isinstance(text, float) and not math.isfinite(text):
+        raise ValueError(f"not a UTC timestamp: {text!r}")
+    ns = int(text) if isinstance(text, int | float) else _parse_text(text)
+    if not 0 <= ns <= MAX_TIMESTAMP_NS:
+        raise ValueError(f"timestamp {text!r} is out of range; allowed: 1970 to 9999")
+    return ns
+
+
+def _parse_text(text: str) -> int:
     value = text.strip().replace("T", " ").removesuffix("Z").removesuffix("+00:00")
     whole, _, frac = value.partition(".")
+    if not value.isascii():  # strptime would take other scripts' digits
+        raise ValueError(f"not a UTC timestamp: {text!r}")
     try:
         base = datetime.strptime(whole, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
     except ValueError:

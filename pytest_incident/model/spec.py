@@ -130,7 +130,7 @@ class Window:
 @dataclass(frozen=True)
 class Select:
     service: str | None = None
-    routes: tuple[str, ...] = ()  # "POST /signup"; fnmatch `*` allowed in the path
+    routes: tuple[str, ...] = ()  # "POST /signup" or "/signup" (any method); * in the path
     status: StatusCondition | None = None
     requests: tuple[str, ...] = ()  # lowercase trace-id prefixes, >= 4 hex digits
 

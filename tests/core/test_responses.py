@@ -163,7 +163,8 @@ def test_a_corrupt_recorded_answer_is_a_problem_not_a_traceback() -> None:
     broken = recorded_request(status=200, **{"incident.response.headers": "{not json"})
     problems = compare_response(broken, answer(status=200), ResponseMatch()).problems
     assert problems == ("the recorded answer cannot be read: span 00f067aa0ba902b7: "
-                        "incident.response.headers is not JSON",)  # fmt: skip
+                        "incident.response.headers is not JSON; allowed: a JSON object "
+                        "{name: value or [values]} or a list of [name, value] pairs",)  # fmt: skip
 
 
 def test_repeated_headers_stay_apart_and_noise_never_hides_a_missing_header() -> None:

@@ -301,23 +301,23 @@ def test_unsupported_version(tmp_path: Path) -> None:
     [
         ("{not json", "Expecting"),
         ("[1, 2]", "must be a JSON object"),
-        ('{"TraceId": "t", "SpanId": "s"}', "missing column Timestamp"),
+        ('{"TraceId": "0a", "SpanId": "0b"}', "missing column Timestamp"),
         (
-            '{"Timestamp": "2024-05-14 14:03:12", "TraceId": "t", "SpanId": "s",'
+            '{"Timestamp": "2024-05-14 14:03:12", "TraceId": "0a", "SpanId": "0b",'
             ' "SpanKind": "Sideways"}',
             "unknown SpanKind",
         ),
         (
-            '{"Timestamp": "soon", "TraceId": "t", "SpanId": "s"}',
+            '{"Timestamp": "soon", "TraceId": "0a", "SpanId": "0b"}',
             "not a UTC timestamp",
         ),
         (
-            '{"Timestamp": "2024-05-14 14:03:12", "TraceId": "t", "SpanId": "s",'
+            '{"Timestamp": "2024-05-14 14:03:12", "TraceId": "0a", "SpanId": "0b",'
             ' "SpanAttributes": [1]}',
             "SpanAttributes must be an object",
         ),
         (
-            '{"Timestamp": "2024-05-14 14:03:12", "TraceId": "t", "SpanId": "s",'
+            '{"Timestamp": "2024-05-14 14:03:12", "TraceId": "0a", "SpanId": "0b",'
             ' "Events.Name": ["a", "b"], "Events.Timestamp": ["2024-05-14 14:03:12"]}',
             None,  # event columns of different lengths
         ),
@@ -337,8 +337,8 @@ def test_minimal_row_gets_defaults(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     row = {
         "Timestamp": "2024-05-14T14:03:12.5Z",
-        "TraceId": "t",
-        "SpanId": "s",
+        "TraceId": "0a",
+        "SpanId": "0b",
         "SpanAttributes": {"server.port": 443, "flag": True, "s": "x"},
     }
     path.write_text(f"{header_line()}\n{json.dumps(row)}\n")

@@ -93,8 +93,9 @@ def test_open_incident_uses_the_sources_it_is_given(tmp_path: Path) -> None:
 
     path = tmp_path / "x.yaml"
     path.write_text(WINDOW + "source: memory://0\ntarget: {wsgi: 'app:app'}\n")
-    opened = open_incident(path, {}, SourceRegistry([Counting()]))  # type: ignore[list-item]
-    assert opened.requests == () and Counting.calls == 1
+    with pytest.raises(IncidentFileError, match="window: no recorded request") as info:
+        open_incident(path, {}, SourceRegistry([Counting()]))  # type: ignore[list-item]
+    assert Counting.calls == 1 and info.value.line == 1
     with pytest.raises(IncidentFileError) as info:
         open_incident(path, {}, SourceRegistry([]))
     assert info.value.line == 2
@@ -119,3 +120,41 @@ def test_the_frozen_file_source_blames_the_source_line(
         open_incident(path, {})
     assert info.value.line == 2
     assert info.value.message == message.format(tmp=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"timestamp_ns": None},
+            "span '0b': timestamp_ns is None; a Span's timestamp_ns is an int",
+        ),
+        ({"timestamp_ns": -1}, "span '0b': timestamp_ns -1 is out of range (1970 to 9999)"),
+        ({"trace_id": 7}, "span '0b': trace_id is 7; a Span's trace_id is a str"),
+        ({"kind": "Server"}, "span '0b': kind is 'Server'; a Span's kind is a SpanKind"),
+        ({"attributes": {"url.path": 5}}, "span '0b': attributes must map str to str"),
+        (None, "dict where a Span belongs"),
+    ],
+)
+def test_a_source_returning_malformed_spans_is_blamed_at_the_source_line(
+    tmp_path: Path, change: dict[str, object] | None, message: str
+) -> None:
+    from dataclasses import replace
+
+    from pytest_incident import Span, SpanKind
+
+    good = Span(1_715_695_260_000_000_000, "0a", "0b", "", "GET /", SpanKind.SERVER, "s", {}, 1)
+    bad: object = {"not": "a span"} if change is None else replace(good, **change)  # type: ignore[arg-type]
+
+    class Broken:
+        schemes = ("memory",)
+
+        def read(self, spec: object) -> list[object]:
+            return [good, bad]
+
+    path = tmp_path / "x.yaml"
+    path.write_text(WINDOW + "source: memory://0\ntarget: {wsgi: 'app:app'}\n")
+    with pytest.raises(IncidentFileError) as info:
+        open_incident(path, {}, SourceRegistry([Broken()]))  # type: ignore[list-item]
+    assert info.value.line == 2
+    assert info.value.message == f"source: the event source returned {message}"

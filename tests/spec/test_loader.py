@@ -400,10 +400,22 @@ def test_bad_status_condition(tmp_path: Path, where: str) -> None:
     assert "5xx" in err.message
 
 
+def test_routes_take_the_documented_forms(tmp_path: Path) -> None:
+    """README: "METHOD /path" or "/path" (any method); fnmatch * in the path."""
+    path = tmp_path / "x.yaml"
+    path.write_text(MINIMAL + 'select: {routes: ["/signup", "post /signup", "GET /users/*"]}\n')
+    spec = load_incident(path, {})
+    assert spec.select.routes == ("/signup", "POST /signup", "GET /users/*")
+
+
 def test_bad_route_and_request_prefix(tmp_path: Path) -> None:
-    err = error(tmp_path, MINIMAL + "select:\n  routes:\n    - POST /ok\n    - /signup\n")
+    err = error(tmp_path, MINIMAL + "select:\n  routes:\n    - /ok\n    - signup\n")
     assert err.line == 7
-    assert err.message.startswith("select.routes[1]: '/signup' is not a route")
+    assert err.message.startswith("select.routes[1]: 'signup' is not a route; expected")
+    assert "'/path' for any method" in err.message
+    for bad in ("POST", "POST signup", "/a b", "POST  /a /b"):
+        err = error(tmp_path, MINIMAL + f"select: {{routes: ['{bad}']}}\n")
+        assert err.message.startswith(f"select.routes[0]: {bad!r} is not a route"), bad
     err = error(tmp_path, MINIMAL + "select: {requests: [abc]}\n")
     assert err.line == 4
     assert err.message.startswith("select.requests[0]: 'abc' is not a trace id prefix")

@@ -19,6 +19,7 @@ import socket
 import ssl
 import struct
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import h11
@@ -126,7 +127,7 @@ class HttpStub(LoopbackServer):
             ]
             payload = reply.call.response_body
         headers.append(("content-length", str(len(payload))))
-        response = h.send(h11.Response(status_code=status, headers=headers)) or b""
+        response = h.send(h11.Response(status_code=status, headers=wire_headers(headers))) or b""
         response += h.send(h11.Data(data=payload)) or b""
         response += h.send(h11.EndOfMessage()) or b""
         conn.sendall(response)  # one write: no Nagle/delayed-ACK stall between the parts
@@ -144,6 +145,12 @@ class HttpStub(LoopbackServer):
     def close(self) -> None:
         self.book.closed.set()  # first: ends held replies and latency waits
         super().close()
+
+
+def wire_headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Recorded headers as bytes: values in Latin-1, as HTTP carries them (h11 would take
+    str values as ASCII only). The recording's check (model.replayable) keeps both in range."""
+    return [(name.encode("ascii"), value.encode("latin-1")) for name, value in pairs]
 
 
 def _reset(conn: socket.socket) -> None:

@@ -9,7 +9,7 @@ from pytest_incident.model.spec import Select, StatusCondition
 from pytest_incident.spec.reader import SectionReader
 from pytest_incident.spec.section import STATUS, TEXT_OR_LIST, Section, mapping
 
-_ROUTE_RE = re.compile(r"([A-Za-z]+)\s+(/\S*)")
+_ROUTE_RE = re.compile(r"(?:([A-Za-z]+)\s+)?(/\S*)")  # "POST /signup", or "/signup": any method
 _TRACE_PREFIX_RE = re.compile(r"[0-9a-fA-F]{4,32}")
 
 
@@ -24,9 +24,13 @@ def parse(reader: SectionReader, data: dict[str, Any]) -> Select | None:
         match = _ROUTE_RE.fullmatch(text.strip())
         if match is None:
             reader.fail(
-                path, f"{text!r} is not a route; expected 'METHOD /path', e.g. 'POST /signup'"
+                path,
+                f"{text!r} is not a route; expected 'METHOD /path' (e.g. 'POST /signup') or "
+                "'/path' for any method, with * matching any characters in the path",
             )
             ok = False
+        elif match.group(1) is None:
+            routes.append(match.group(2))
         else:
             routes.append(f"{match.group(1).upper()} {match.group(2)}")
     status = None
