@@ -34,6 +34,7 @@ from pytest_incident.model.spec import MutationsMode
 from pytest_incident.options import state_key
 
 SECOND_PASS = "#2"  # the name suffix of a request's second calibration replay
+UNREADABLE_NAME = "(cannot be collected)"  # the item of an incident file that cannot be
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr
@@ -84,6 +85,15 @@ class IncidentFile(pytest.File):
         return {}
 
     def collect(self) -> Iterator[pytest.Item]:
+        """The items of the selected requests; for a file that cannot be collected, one
+        UnreadableIncident saying why, so that the session's other tests still run."""
+        try:
+            items = list(self._collect())
+        except CollectError as exc:
+            items = [UnreadableIncident.from_parent(self, name=UNREADABLE_NAME, message=str(exc))]
+        yield from items
+
+    def _collect(self) -> Iterator[pytest.Item]:
         from pytest_incident.events.incident import open_incident
         from pytest_incident.events.selection import short_ids
         from pytest_incident.events.sources import SourceRegistry
@@ -149,13 +159,6 @@ class IncidentFile(pytest.File):
         if message.startswith(str(path)) and not shown.startswith(".."):
             return shown + message[len(str(path)) :]
         return message
-
-    def repr_failure(  # type: ignore[override]
-        self, excinfo: pytest.ExceptionInfo[BaseException]
-    ) -> str | TerminalRepr:
-        if isinstance(excinfo.value, CollectError):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
 
     def enter_window(self, request: pytest.FixtureRequest) -> None:
         """For a window-state incident's item about to run: the first one in this process
@@ -278,6 +281,38 @@ def printable(text: str) -> str:
 
 class CollectError(Exception):
     """An incident file that cannot be collected; str() is `file:line: message`."""
+
+
+def failure_repr(report: str, summary: str, path: Path, line: int) -> TerminalRepr:
+    """`report` as an item's failure and `summary` as its one line: the short test summary
+    shows that line (on CI, where pytest does not trim it, too), not the report again."""
+    from _pytest._code.code import ReprExceptionInfo, ReprFileLocation, ReprTracebackNative
+
+    return ReprExceptionInfo(
+        reprtraceback=ReprTracebackNative([report + "\n"]),
+        reprcrash=ReprFileLocation(str(path), line, summary),
+    )
+
+
+class UnreadableIncident(pytest.Item):
+    """An incident file that cannot be collected (a mistake in it or in its recording): one
+    item that errors at setup with `file:line: ...`. A collection error would stop the whole
+    session, the project's other tests included; this fails only the file's own run."""
+
+    def __init__(self, *, message: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.message = message
+        self.user_properties.append((reporting.INCIDENT, self.path.stem))
+        self.user_properties.append((reporting.UNREADABLE, True))
+
+    def setup(self) -> None:
+        pytest.fail(self.message, pytrace=False)
+
+    def runtest(self) -> None:
+        pytest.fail(self.message, pytrace=False)  # setup failed already
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"{self.path.stem}: cannot be collected"
 
 
 def replay_request() -> None:
@@ -412,14 +447,7 @@ class IncidentItem(pytest.Function):
         return super().repr_failure(excinfo)
 
     def _report(self, report: str, summary: str) -> TerminalRepr:
-        """`report` as the failure, `summary` as its one line: the short test summary
-        shows that line (on CI, where pytest does not trim it, too), not the report again."""
-        from _pytest._code.code import ReprExceptionInfo, ReprFileLocation, ReprTracebackNative
-
-        return ReprExceptionInfo(
-            reprtraceback=ReprTracebackNative([report + "\n"]),
-            reprcrash=ReprFileLocation(str(self.incident_file.path), self.line, summary),
-        )
+        return failure_repr(report, summary, self.incident_file.path, self.line)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.incident_file.path, self.line - 1, f"{self.incident}: {self.name}"

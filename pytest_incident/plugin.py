@@ -19,6 +19,7 @@ from pytest_incident.nodes import (
     WINDOW_FIXTURE,
     IncidentFile,
     IncidentItem,
+    UnreadableIncident,
     replay_request,
     window_order,
 )
@@ -154,16 +155,51 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not state.request_ids:
         return
     keep, drop = [], []
+    matched: set[str] = set()
     for item in items:
-        if isinstance(item, IncidentItem) and not any(
-            item.request.request_id.lower().startswith(r) for r in state.request_ids
-        ):
-            drop.append(item)
-        else:
+        if not isinstance(item, IncidentItem):
             keep.append(item)
+            continue
+        found = {r for r in state.request_ids if item.request.request_id.lower().startswith(r)}
+        matched |= found
+        (keep if found else drop).append(item)
+    unmatched = [r for r in state.request_ids if r not in matched]
+    # (an xdist worker sees only its share and cannot stop the run with a usage error)
+    if unmatched and not hasattr(config, "workerinput"):
+        raise pytest.UsageError(no_such_request(unmatched, items))
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """An incident's item that errors at setup with a `file:line: ...` message (the file, or
+    its recorded request, cannot be replayed) is summarised by that message's first line:
+    the short summary (untrimmed on CI) does not repeat the source excerpt."""
+    report = yield
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if (
+        call.when == "setup"
+        and isinstance(item, IncidentItem | UnreadableIncident)
+        and crash is not None
+        and call.excinfo is not None
+        and isinstance(call.excinfo.value, pytest.fail.Exception)
+    ):
+        crash.message = str(call.excinfo.value.msg).partition("\n")[0]
+    return report
+
+
+def no_such_request(unmatched: list[str], items: list[pytest.Item]) -> str:
+    """Which --incident-request ids match nothing, and the ids there are to choose from."""
+    ids = sorted({item.request.request_id[:8] for item in items if isinstance(item, IncidentItem)})
+    shown = ", ".join(ids[:12]) + (f", ... ({len(ids)} in all)" if len(ids) > 12 else "")
+    which = ", ".join(repr(r) for r in unmatched)
+    return f"--incident-request {which}: no collected request's id starts with it; " + (
+        f"the collected requests: {shown}" if ids else "no incident request was collected"
+    )
 
 
 class WindowOrder:

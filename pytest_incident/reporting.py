@@ -3,6 +3,8 @@
 #
 #     2024-05-signup: 47 replayed, 45 passing (3 resolved), 2 still failing (1 regressed)
 #
+# An item that errors before its replay (a fixture, a recorded request that cannot be sent) is
+# counted as not replayed, and an incident file that cannot be collected at all as unreadable.
 # A failing item whose only problem is its snapshot is counted apart, as a new snapshot or a
 # changed one, never as a regression; "regressed" is an item that was fine in production and
 # fails now for any other reason.
@@ -20,6 +22,7 @@ NOW = "incident_now"
 RESOLVED = "incident_resolved"
 SNAPSHOT_ONLY = "incident_snapshot_only"  # "new" / "changed" when that is the only problem
 NOT_ISOLATED = "incident_not_isolated"  # why the target shared the host's network
+UNREADABLE = "incident_unreadable"  # the file could not be collected (UnreadableIncident)
 
 
 @dataclass
@@ -31,6 +34,8 @@ class IncidentSummary:
     regressed: int = 0
     new_snapshots: int = 0
     changed_snapshots: int = 0
+    not_replayed: int = 0  # errors before the replay
+    unreadable: bool = False
 
 
 class IncidentReporter:
@@ -49,6 +54,12 @@ class IncidentReporter:
         if props.get(NOT_ISOLATED):
             self.not_isolated.add(str(props[NOT_ISOLATED]))
         summary = self.summaries.setdefault(str(props[INCIDENT]), IncidentSummary())
+        if props.get(UNREADABLE):
+            summary.unreadable = True
+            return
+        if report.when == "setup":
+            summary.not_replayed += 1
+            return
         summary.replayed += 1
         if report.passed:
             summary.passing += 1
@@ -74,6 +85,8 @@ class IncidentReporter:
 
 
 def summary_line(name: str, s: IncidentSummary) -> str:
+    if s.unreadable:
+        return f"{name}: not replayed: the incident cannot be collected (the error above)"
     line = f"{name}: {s.replayed} replayed, {s.passing} passing"
     if s.resolved:
         line += f" ({s.resolved} resolved)"
@@ -84,6 +97,8 @@ def summary_line(name: str, s: IncidentSummary) -> str:
         if s.changed_snapshots:
             parts.append(f"{s.changed_snapshots} snapshot(s) changed")
         line += f", {s.failing} still failing ({', '.join(parts)})"
+    if s.not_replayed:
+        line += f", {s.not_replayed} not replayed (errors before the replay, above)"
     return line
 
 

@@ -187,7 +187,8 @@ def test_the_twin_a_hostile_file_selected_is_an_error_at_its_line(
     for selected in (["--incident=0-hostile"], ["incidents/0-hostile.yaml"]):
         result = demo.runpytest_subprocess(*selected, timeout=120)
         result.stdout.fnmatch_lines([f"incidents/0-hostile.yaml:{line}: {message}*"])
-        assert result.ret == pytest.ExitCode.INTERRUPTED
+        assert result.ret == pytest.ExitCode.TESTS_FAILED
+        result.assert_outcomes(errors=1)
         assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
         assert "Traceback" not in result.stdout.str()
 
@@ -276,5 +277,31 @@ def test_a_recording_that_cannot_be_read_is_an_error_at_the_source_line(
     result.stdout.fnmatch_lines(
         [f"{DEMO_YAML}:{line}: source: cannot read the recording: Input/output error"]
     )
-    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(errors=1)
     assert "Traceback" not in result.stdout.str()
+
+
+def test_a_request_id_that_matches_nothing_is_a_usage_error(demo: pytest.Pytester) -> None:
+    listing = demo.runpytest("--incident=2024-05-signup", "--collect-only", "-q")
+    first = next(line for line in listing.stdout.lines if "::" in line)
+    request_id = first.split("[")[1].rstrip("]")
+    result = demo.runpytest(
+        "--incident=2024-05-signup",
+        f"--incident-request={request_id}",
+        "--incident-request=abcdef",
+        "--collect-only",
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --incident-request 'abcdef': no collected request's id starts with it; "
+            f"the collected requests: *{request_id}*"
+        ]
+    )
+    # the twin: the id that exists alone selects its request
+    result = demo.runpytest(
+        "--incident=2024-05-signup", f"--incident-request={request_id}", "--collect-only"
+    )
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*1/12 tests collected (11 deselected)*"])

@@ -171,6 +171,39 @@ def test_broken_frozen_file_is_reported_with_its_line(demo: pytest.Pytester) -> 
     assert "INTERNALERROR" not in result.stdout.str()
 
 
+def test_a_bad_incident_file_fails_only_itself_and_the_session_runs_on(
+    demo: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Collected with the project's own tests and the good incidents: the bad file is one
+    error at its line, everything else runs (a collection error would stop them all)."""
+    (demo.path / "incidents" / "broken.yaml").write_text(
+        "window: 2024-05-14T14:00:00Z .. 2024-05-14T14:30:00Z\nsource: missing.jsonl\n"
+        "target: {wsgi: examples.signup.app:app}\n"
+    )
+    demo.makepyfile(test_unit="def test_the_projects_own_test():\n    assert True\n")
+    monkeypatch.setenv("CI", "1")
+    result = demo.runpytest(DEMO_YAML, "incidents/broken.yaml", "test_unit.py", "-rE")
+    result.assert_outcomes(passed=12 + 1, errors=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of broken: cannot be collected*",
+            "incidents/broken.yaml:2: source: file not found: *missing.jsonl",
+            "2024-05-signup: 12 replayed, 12 passing (4 resolved)",
+            "broken: not replayed: the incident cannot be collected (the error above)",
+        ]
+    )
+    # one line in the short summary, even on CI where pytest does not trim it
+    (summary,) = [line for line in result.stdout.lines if line.startswith("ERROR incidents/")]
+    assert summary.startswith(
+        "ERROR incidents/broken.yaml::(cannot be collected) - incidents/broken.yaml:2: "
+        "source: file not found: "
+    )
+    assert result.stdout.str().count("  >  2 | source: missing.jsonl") == 1
+    assert "Interrupted" not in result.stdout.str()
+    assert "Traceback" not in result.stdout.str()
+
+
 UNMATCHED_APP = """
 import json, os, requests
 
