@@ -3,6 +3,7 @@ what it printed last, right before it died, is in the tail."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -150,8 +151,10 @@ def test_output_that_is_not_utf8_is_shown_replaced() -> None:
     assert ring.tail(1) == "\ufffd("
 
 
-def output_readers() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "incident-target-output"]
+def output_readers(before: Iterable[threading.Thread] = ()) -> set[threading.Thread]:
+    """The output readers running now that were not running `before`."""
+    running = {t for t in threading.enumerate() if t.name == "incident-target-output"}
+    return running - set(before)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -168,13 +171,13 @@ def test_close_ends_a_reader_waiting_on_a_pipe_still_open(monkeypatch: pytest.Mo
     and closes the read end (the daemon's next write fails, it is not read into nowhere)."""
     errors: list[BaseException | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
-    before = set(output_readers())
+    before = output_readers()
     ring = OutputRing()
     write_end = ring.pipe()  # held here, as by a daemon
     try:
         os.write(write_end, b"daemon: still here\n")
         assert wait_until(lambda: ring.written > 0)  # the reader is at its select again
-        (reader,) = set(output_readers()) - before
+        (reader,) = output_readers(before)
         ring.close()
         reader.join(10)
         assert not reader.is_alive()
@@ -202,11 +205,13 @@ LISTENER_WITH_DAEMON = (
 import os, time
 if os.fork() == 0:
     os.setsid()
-    if os.fork() == 0:
-        open("daemons.txt", "a").write(f"{os.getpid()}\\n")
+    daemon = os.fork()
+    if daemon == 0:
         print("daemon: up", flush=True)
         time.sleep(60)
         os._exit(0)
+    with open("daemons.txt", "a") as pids:  # before the target goes on
+        pids.write(f"{daemon}\\n")
     os._exit(0)
 os.wait()
 """
@@ -227,16 +232,17 @@ def test_starting_a_sandboxed_target_again_and_again_leaks_no_descriptor(
     process of the target, a daemon too, so the pipe's last writer is gone)."""
     port = free_port()
     launch = Launch((sys.executable, "-c", script, str(port)), dict(os.environ), tmp_path, port)
+    before = output_readers()
     target = TargetProcess(launch, SandboxPolicy(), tmp_path)
     target.start()  # the first start opens what stays for good (the events file's directory)
     target.stop()
-    assert wait_until(lambda: not output_readers())
+    assert wait_until(lambda: not output_readers(before))
     descriptors = open_descriptors()
     try:
         for _ in range(8):
             target.start()
             target.stop()
-        assert wait_until(lambda: not output_readers())
+        assert wait_until(lambda: not output_readers(before))
         assert wait_until(lambda: open_descriptors() <= descriptors)
     finally:
         target.close()
@@ -252,14 +258,16 @@ def test_a_bare_targets_daemon_keeps_its_pipe_only_until_close(tmp_path: Path) -
         (sys.executable, "-c", LISTENER_WITH_DAEMON, str(port)), dict(os.environ), tmp_path, port
     )
     target = TargetProcess(launch, None, tmp_path)
+    before = output_readers()
     descriptors = open_descriptors()
     try:
         target.start()
         target.stop()
-        assert output_readers()  # the daemon holds the pipe
+        assert output_readers(before)  # the daemon holds the pipe
         target.close()
-        assert wait_until(lambda: not output_readers())
+        assert wait_until(lambda: not output_readers(before))
         assert open_descriptors() <= descriptors
     finally:
         for pid in (tmp_path / "daemons.txt").read_text().split():
-            os.kill(int(pid), signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
