@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -149,8 +151,10 @@ class Run:
         background: bool = False,
     ):
         self.project = project
-        self.tmp = project.path / "tmp"
-        self.tmp.mkdir()
+        # short: the syslog sink's socket goes elsewhere (/tmp) under a TMPDIR too long for
+        # a unix socket's path, where its directory left behind would go unseen
+        self.tmp = Path(tempfile.mkdtemp(prefix="sigterm-", dir="/tmp"))
+        self.left: list[Path] = []  # what the run left in its TMPDIR
         self.log = project.path / "run.log"
         base = {k: v for k, v in os.environ.items() if k not in XDIST_ENV}
         with self.log.open("wb") as out:
@@ -190,6 +194,8 @@ class Run:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+            self.left = self.workdirs()
+            shutil.rmtree(self.tmp)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -213,7 +219,7 @@ def assert_torn_down(run: Run, workdirs: list[Path]) -> None:
     assert run.proc.returncode == 128 + signal.SIGTERM, output
     assert "terminated by SIGTERM; incidents torn down" in output
     assert "INTERNALERROR" not in output and "Traceback" not in output, output
-    assert run.workdirs() == [], output  # the replays' and their syslog sinks' directories
+    assert run.left == [], output  # the replays' and their syslog sinks' directories
     for workdir in workdirs:
         assert wait_for(lambda w=workdir: not processes_mentioning(str(w)), 10)
 
