@@ -32,6 +32,7 @@ from pytest_incident import reporting
 from pytest_incident.model.errors import FileError, ReplayError, ReplayFailure, TargetError
 from pytest_incident.model.spec import MutationsMode
 from pytest_incident.options import state_key
+from pytest_incident.termination import shielded
 
 SECOND_PASS = "#2"  # the name suffix of a request's second calibration replay
 UNREADABLE_NAME = "(cannot be collected)"  # the item of an incident file that cannot be
@@ -225,12 +226,13 @@ class IncidentFile(pytest.File):
         return [i for i in self.session.items if isinstance(i, IncidentItem) and i.parent is self]
 
     def teardown(self) -> None:
-        if self.replay is not None:
-            self.replay.close()
-            self.replay = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        with shielded(self.config):  # a SIGTERM now ends the session after it, not inside
+            if self.replay is not None:
+                self.replay.close()
+                self.replay = None
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
 
 
 def plugin_normalizers(contributions: list[Any]) -> list[Normalizer]:

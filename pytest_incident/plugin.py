@@ -25,6 +25,7 @@ from pytest_incident.nodes import (
 )
 from pytest_incident.options import IncidentState, incident_speed, request_prefix, state_key
 from pytest_incident.reporting import IncidentReporter
+from pytest_incident.termination import PLUGIN as TERMINATION
 from pytest_incident.termination import Termination
 
 
@@ -97,7 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[state_key] = state
     config.pluginmanager.register(IncidentReporter(), "incident-reporter")
     config.pluginmanager.register(WindowOrder(), "incident-window-order")
-    config.pluginmanager.register(Termination(), "incident-termination")
+    config.pluginmanager.register(Termination(), TERMINATION)
     config.addinivalue_line("markers", "incident(name): a replayed request of incident NAME")
     if config.pluginmanager.hasplugin("syrupy"):
         from pytest_incident.snapshots import exact_snapshot_names

@@ -7,16 +7,21 @@
 # /proc/<pid>/fd of the process tree the runtime started; the tracer is a subreaper, so
 # daemons that double-forked are still in it). Anything else -- another process holding the
 # port, or sharing it through SO_REUSEPORT -- is a foreign listener, and the replay must not
-# send the recorded requests to it.
+# send the recorded requests to it. Only the sockets a connection to 127.0.0.1 can reach
+# count (the replay connects nowhere else): those bound to 127.0.0.1, ::ffff:127.0.0.1 or a
+# wildcard (an IPv6 one may be dual-stack; the tables do not say), not one on ::1 or 127.0.0.2.
 from __future__ import annotations
 
+import ipaddress
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 TCP_LISTEN = "0A"  # the state column of a listening socket in /proc/net/tcp
 PROC = Path("/proc")
+LOOPBACK = ipaddress.IPv4Address("127.0.0.1")  # where the replay connects to the target
 
 
 @dataclass(frozen=True)
@@ -36,29 +41,46 @@ class PortListeners:
     def describe(self) -> str:
         if self.owned:
             return f"the target listens on port {self.port}"
-        if self.foreign:
-            seen = (
-                f" (cannot see the descriptors of process {', '.join(map(str, self.unreadable))})"
-                if self.unreadable
-                else ""
-            )
+        if self.foreign and self.unreadable:  # it may be one of those: say so, not "another"
+            pids = ", ".join(map(str, self.unreadable))
             return (
-                f"another process (not the target's) listens on 127.0.0.1:{self.port}{seen}; "
+                f"a process not known to be the target's listens on 127.0.0.1:{self.port} (the "
+                f"descriptors of the target's process {pids} cannot be read in /proc/<pid>/fd: "
+                "a process that made itself non-dumpable, or runs as another user); the "
+                "recorded requests are not sent to it"
+            )
+        if self.foreign:
+            return (
+                f"another process (not the target's) listens on 127.0.0.1:{self.port}; "
                 "the recorded requests are not sent to it"
             )
         return f"nothing listens on port {self.port}"
 
 
+def table_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address as /proc/net/tcp{,6} prints it: 32-bit words in hex, each in host order."""
+    words = [int(text[i : i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(text), 8)]
+    return ipaddress.ip_address(b"".join(words))
+
+
+def reaches_loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether a socket listening on `address` can get a connection made to 127.0.0.1."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address == LOOPBACK or address.is_unspecified
+
+
 def listening_inodes(table: str, port: int) -> set[int]:
-    """The inodes of the sockets listening on `port` in a /proc/net/tcp or tcp6 table."""
+    """The inodes of the sockets listening on `port` in a /proc/net/tcp or tcp6 table that a
+    connection to 127.0.0.1:`port` can reach (not those on ::1 or 127.0.0.2, say)."""
     found: set[int] = set()
     for row in table.splitlines()[1:]:
         fields = row.split()
         if len(fields) < 10 or fields[3] != TCP_LISTEN:
             continue
-        _, _, local_port = fields[1].rpartition(":")
+        local_address, _, local_port = fields[1].rpartition(":")
         try:
-            if int(local_port, 16) == port:
+            if int(local_port, 16) == port and reaches_loopback(table_address(local_address)):
                 found.add(int(fields[9]))
         except ValueError:
             continue

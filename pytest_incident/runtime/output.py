@@ -9,6 +9,8 @@
 #
 # Invariants: the buffer never holds more than OUTPUT_KEPT bytes; `written` counts every byte
 # ever read; `close()` ends the readers (a daemon still holding a pipe cannot keep one alive).
+# A line the limit cut is shown marked as such (CUT), never as a whole line nor dropped: a
+# target whose last words are one line longer than the limit still shows their end.
 from __future__ import annotations
 
 import contextlib
@@ -18,6 +20,7 @@ import threading
 
 OUTPUT_KEPT = 64 * 1024  # bytes of the target's output kept for the failure report
 READ_CHUNK = 64 * 1024
+CUT = "[...]"  # begins the first line shown when the limit cut off its beginning
 
 
 class OutputRing:
@@ -27,6 +30,7 @@ class OutputRing:
         self.limit = limit
         self.written = 0
         self._kept = bytearray()
+        self._cut = False  # what is kept begins inside a line
         self._lock = threading.Lock()
         self._pipes: list[int] = []  # read ends still open
         self._closed = threading.Event()
@@ -72,22 +76,35 @@ class OutputRing:
 
     def _keep(self, data: bytes) -> None:
         self.written += len(data)
-        self._kept += data[-self.limit :]
-        if len(self._kept) > self.limit:
-            del self._kept[: len(self._kept) - self.limit]
+        kept = len(self._kept)
+        excess = kept + len(data) - self.limit  # bytes to drop from the front
+        if excess <= 0:
+            self._kept += data
+            return
+        last_dropped = self._kept[excess - 1] if excess <= kept else data[excess - kept - 1]
+        self._cut = last_dropped != ord("\n")
+        if excess >= kept:
+            self._kept = bytearray(data[excess - kept :])
+        else:
+            del self._kept[:excess]
+            self._kept += data
 
     def tail(self, lines: int = 15) -> str:
-        """The last `lines` lines printed so far (a first line cut by the limit is dropped)."""
+        """The last `lines` lines printed so far (a first line cut by the limit begins with
+        CUT)."""
         with self._lock:
             for read_end in list(self._pipes):
                 if self._drain(read_end):
                     self._pipes.remove(read_end)
                     os.close(read_end)
             text = bytes(self._kept).decode(errors="replace")
-            cut = self.written > len(self._kept)
+            cut = self._cut
         shown = text.splitlines()
         if cut and shown:
-            shown = shown[1:]  # began before what is kept
+            if shown[0]:
+                shown[0] = CUT + shown[0]  # began before what is kept
+            else:
+                del shown[0]  # only the end of a line break ("\r|\n") was kept
         return "\n".join(shown[-lines:])
 
     def close(self) -> None:

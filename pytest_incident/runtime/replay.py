@@ -184,6 +184,16 @@ class IncidentReplay:
             raise
 
     def _start_stubs(self) -> None:
+        """Open the target's network and start every stub; a failure half way (a plugin's
+        port stub that raises, a port that cannot be bound) closes what it opened: the next
+        item starts afresh, and a file of many items does not pile up networks and stubs."""
+        try:
+            self._open_stubs()
+        except BaseException:
+            self._close_stubs()
+            raise
+
+    def _open_stubs(self) -> None:
         if self.options.sandboxed:
             self.network, self.isolation_note = open_network(self.options.isolation)
         inside = self.network.socket  # every stub listens where the target can reach it
@@ -356,6 +366,9 @@ class IncidentReplay:
     def close(self) -> None:
         if self.process is not None:
             self.process.close()
+        self._close_stubs()
+
+    def _close_stubs(self) -> None:
         for stub in self.stubs.values():
             stub.close()
         self.stubs.clear()
