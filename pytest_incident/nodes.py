@@ -87,12 +87,22 @@ class IncidentFile(pytest.File):
 
     def collect(self) -> Iterator[pytest.Item]:
         """The items of the selected requests; for a file that cannot be collected, one
-        UnreadableIncident saying why, so that the session's other tests still run."""
+        UnreadableIncident saying why, so that the session's other tests still run (with
+        --collect-only, which runs nothing, a collection error: what checking a file asks)."""
         try:
             items = list(self._collect())
         except CollectError as exc:
+            if self.config.option.collectonly:
+                raise
             items = [UnreadableIncident.from_parent(self, name=UNREADABLE_NAME, message=str(exc))]
         yield from items
+
+    def repr_failure(  # type: ignore[override]
+        self, excinfo: pytest.ExceptionInfo[BaseException]
+    ) -> str | TerminalRepr:
+        if isinstance(excinfo.value, CollectError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
 
     def _collect(self) -> Iterator[pytest.Item]:
         from pytest_incident.events.incident import open_incident

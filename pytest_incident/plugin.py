@@ -167,7 +167,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         (keep if found else drop).append(item)
     unmatched = [r for r in state.request_ids if r not in matched]
     # (an xdist worker sees only its share and cannot stop the run with a usage error)
-    if unmatched and not hasattr(config, "workerinput"):
+    collected = any(isinstance(item, IncidentItem) for item in items)
+    if unmatched and collected and not hasattr(config, "workerinput"):
         raise pytest.UsageError(no_such_request(unmatched, items))
     if drop:
         config.hook.pytest_deselected(items=drop)
