@@ -3,7 +3,8 @@
 #   IncidentError                    anything pytest-incident raises on purpose
 #   ├── FileError                    a user's file is wrong: `path:line: message` + excerpt
 #   │   ├── IncidentFileError        ... an incident YAML file
-#   │   └── RecordingError           ... a recording (frozen events file, event source)
+#   │   ├── RecordingError           ... a recording (frozen events file, event source)
+#   │   └── ConfigFileError          ... the project's configuration (pyproject.toml)
 #   ├── SourceError                  an event source reference that cannot be read, where no
 #   │                                file is to blame (the command line's --source)
 #   ├── ReplayError                  a replay could not run as configured
@@ -77,6 +78,10 @@ class IncidentFileError(FileError):
 
 class RecordingError(FileError):
     """A mistake in a recording: a frozen events file or what an event source returned."""
+
+
+class ConfigFileError(FileError):
+    """A mistake in the project's configuration: pyproject.toml's [tool.pytest-incident]."""
 
 
 class SourceError(IncidentError):
