@@ -141,6 +141,11 @@ SERVERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 
 
+# What `pytest-incident freeze` writes in its scaffold where the target belongs: loading it
+# says what to fill in.
+TARGET_PLACEHOLDER = "FILL-IN"
+
+
 @dataclass(frozen=True)
 class Target:
     """How to start the current code: exactly one of `wsgi`, `asgi` (an app the harness

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_incident.model.spec import SERVERS, Target
+from pytest_incident.model.spec import SERVERS, TARGET_PLACEHOLDER, Target
 
 from .test_loader import END, START, error, load
 
@@ -170,3 +170,19 @@ def test_a_file_that_is_not_executable_is_an_error(tmp_path: Path) -> None:
         5,
         f"target.python: not an executable file: {tmp_path}/python",
     )
+
+
+# --- the placeholder `pytest-incident freeze` writes ---------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+def test_the_freeze_placeholder_says_what_to_fill_in(tmp_path: Path, kind: str) -> None:
+    found = error(tmp_path, HEAD + f"target:\n  # fill in\n  {kind}: {TARGET_PLACEHOLDER}\n")
+    assert found.line == 5
+    assert found.message.startswith(f"target.{kind}: fill in how to start the current code")
+    assert "'package.module:attribute'" in found.message and "command:" in found.message
+
+
+def test_a_filled_in_target_loads(tmp_path: Path) -> None:
+    """The twin: the same file with the app filled in."""
+    assert target(tmp_path, "  # fill in\n  wsgi: myservice.app:app\n").wsgi == "myservice.app:app"

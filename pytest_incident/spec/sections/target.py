@@ -13,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from pytest_incident.model.spec import SERVERS, Target
+from pytest_incident.model.spec import SERVERS, TARGET_PLACEHOLDER, Target
 from pytest_incident.spec.reader import SectionReader
 from pytest_incident.spec.scalars import parse_duration
 from pytest_incident.spec.section import DURATION, TEXT_OR_LIST, Section, mapping
@@ -27,6 +27,11 @@ _KINDS = ("wsgi", "asgi", "command")
 # what no argument, environment value or path can hold (the kernel takes C strings)
 _NUL = "contains a NUL character (\\0), which no command argument, variable or path can hold"
 _SHOWN_PATH_CHARS = 200
+_PLACEHOLDER_MESSAGE = (
+    f"fill in how to start the current code ({TARGET_PLACEHOLDER} is the placeholder "
+    "`pytest-incident freeze` wrote): the app as 'package.module:attribute' "
+    "(e.g. myservice.app:app), or replace this key with asgi: or command:"
+)
 
 
 def parse(reader: SectionReader, data: dict[str, Any]) -> Target | None:
@@ -41,7 +46,10 @@ def parse(reader: SectionReader, data: dict[str, Any]) -> Target | None:
     apps: dict[str, str] = {}
     for kind in ("wsgi", "asgi"):
         ref = data.get(kind)
-        if ref is not None and not _is_app_reference(ref.strip()):
+        if ref is not None and ref.strip() == TARGET_PLACEHOLDER:
+            reader.fail(("target", kind), _PLACEHOLDER_MESSAGE)
+            ok = False
+        elif ref is not None and not _is_app_reference(ref.strip()):
             reader.fail(("target", kind), f"{ref!r} is not 'package.module:attribute'")
             ok = False
         elif ref is not None:
