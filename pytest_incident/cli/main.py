@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pytest_incident.cli import sandbox, tail
+from pytest_incident.cli import freeze, sandbox, tail
 
 
 def parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sandbox.add_parser(commands)
     tail.add_parser(commands)
+    freeze.add_parser(commands)
     return top
 
 
