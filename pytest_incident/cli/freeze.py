@@ -34,6 +34,7 @@ from pytest_incident.cli.scaffold import Scaffold, checkable, without_password
 from pytest_incident.cli.selection import (
     add_source_options,
     add_window_option,
+    nothing_in_window,
     parse_filters,
     parse_window,
     window_text,
@@ -118,7 +119,7 @@ def run(
             return NOTHING
         requests = selection.requests
         traces = {r.request_id for r in requests}
-        kept = [s for s in spans if s.trace_id in traces]
+        kept = _whole_traces(spans, traces)
         del spans
         redactor = Redactor(rules, secrets.token_bytes(32))
         frozen = sorted(redactor.redact(kept), key=lambda s: (s.timestamp_ns, s.span_id))
@@ -143,10 +144,13 @@ def run(
         console.error(f"{PROG}: cannot write {exc.filename or args.dir}: {exc.strerror or exc}")
         return USAGE_ERROR
     except IncidentError as exc:
+        if nothing_in_window(exc):
+            console.error(f"{PROG}: nothing written: {exc}")
+            return NOTHING
         if isinstance(exc, FileError):
             console.error(f"{PROG}: {exc.path}:{exc.line}: {exc.message}")
         else:
-            console.error(f"{PROG}: --source {args.source}: {exc}")
+            console.error(f"{PROG}: --source {exc}")  # the message names the reference
         return SOURCE_ERROR
     except KeyboardInterrupt:
         console.error(f"{PROG}: interrupted; nothing written")
@@ -156,6 +160,17 @@ def run(
     except BrokenPipeError:
         return console.closed()
     return WRITTEN
+
+
+def _whole_traces(spans: list[Span], traces: set[str]) -> list[Span]:
+    """Every span of `traces`; and when they hold no database statement, one other of the
+    source's, if it gave one: selection learns from any span that the recording captures
+    database writes (a request that wrote nothing then wrote nothing, rather than was
+    not recorded), and the frozen file must say the same."""
+    kept = [s for s in spans if s.trace_id in traces]
+    if not any(is_database_statement(s) for s in kept):
+        kept += [s for s in spans if is_database_statement(s)][:1]
+    return kept
 
 
 def _paths(args: argparse.Namespace) -> Paths:

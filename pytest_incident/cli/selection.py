@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_incident.cli.console import UsageError
+from pytest_incident.model.errors import SourceError
 from pytest_incident.model.spans import format_timestamp, parse_timestamp
 from pytest_incident.model.spec import Select, StatusCondition, Window
 from pytest_incident.spec import parse_duration
@@ -147,6 +148,13 @@ def since_window(text: str, now_ns: int) -> Window:
     if seconds <= 0:
         raise UsageError(f"--since {text!r}: must be more than 0 (e.g. 30m, 2h)")
     return Window(max(0, now_ns - int(seconds * NS)), now_ns + 1)
+
+
+def nothing_in_window(exc: Exception) -> bool:
+    """True for a source's SourceError that says the window (or the filters) keep no
+    request: an answer for the command line, not a failure (a ClickHouse source says so
+    with `key` "window" or "select"; a frozen file's window just holds nothing)."""
+    return isinstance(exc, SourceError) and getattr(exc, "key", None) in ("window", "select")
 
 
 def window_text(window: Window) -> str:

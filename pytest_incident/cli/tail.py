@@ -31,13 +31,14 @@ from pytest_incident.cli.selection import (
     add_source_options,
     add_window_option,
     iso,
+    nothing_in_window,
     parse_filters,
     parse_window,
     since_window,
 )
 from pytest_incident.events.selection import keeps
 from pytest_incident.events.window import read_window
-from pytest_incident.model.errors import FileError, IncidentError
+from pytest_incident.model.errors import FileError, IncidentError, SourceError
 from pytest_incident.model.recorded import RecordedRequest
 from pytest_incident.model.spans import Span, SpanKind, format_timestamp
 from pytest_incident.model.spec import Select, Window
@@ -123,6 +124,7 @@ class Tally:
     rows: deque[Row] = field(default_factory=deque)
     first_failing_ns: int | None = None
     last_failing_ns: int | None = None
+    note: str = ""  # what the source says the window holds, when it keeps nothing
 
     def add(self, request: RecordedRequest, failing: bool) -> Row | None:
         at = request.span.timestamp_ns
@@ -195,7 +197,12 @@ def run(
             return _follow(query, console, clock, sleep, interval)
         window = query.window_at(clock())
         tally = Tally(query.limit)
-        _read(query, window, tally, console, seen=None)
+        try:
+            _read(query, window, tally, console, seen=None)
+        except SourceError as exc:
+            if not nothing_in_window(exc):
+                raise
+            tally.note = str(exc)
         _print_rows(console, query, window, tally)
         _print_histogram(console, query, window, tally)
         return FOUND if tally.failing else NONE_FOUND
@@ -234,7 +241,7 @@ def _interval(text: str) -> float:
 def _source_error(query: Query, exc: IncidentError) -> str:
     if isinstance(exc, FileError):
         return f"{PROG}: {exc.path}:{exc.line}: {exc.message}"
-    return f"{PROG}: --source {query.source}: {exc}"
+    return f"{PROG}: --source {exc}"  # the message starts with the reference
 
 
 def _requests(spans: Iterable[Span], window: Window, select: Select) -> Iterable[RecordedRequest]:
@@ -270,11 +277,23 @@ def _read(
     return rows
 
 
+def _poll(
+    query: Query, window: Window, tally: Tally, console: Console, seen: dict[str, int]
+) -> list[Row]:
+    """The new failing requests of `window`; none when the source says it holds nothing."""
+    try:
+        return _read(query, window, tally, console, seen)
+    except SourceError as exc:
+        if nothing_in_window(exc):
+            return []
+        raise
+
+
 def _follow(query: Query, console: Console, clock: Clock, sleep: Sleep, interval: float) -> int:
     tally = Tally(query.limit)
     seen: dict[str, int] = {}
     window = query.window_at(clock())
-    rows = _read(query, window, tally, console, seen)
+    rows = _poll(query, window, tally, console, seen)
     console.print(_header(query, window, tally, following=True))
     console.print(_column_titles(console))
     for row in rows[-query.limit :]:
@@ -290,7 +309,7 @@ def _follow(query: Query, console: Console, clock: Clock, sleep: Sleep, interval
             if query.window is not None:
                 recent = window  # a fixed window: read it whole again
             try:
-                for row in _read(query, recent, tally, console, seen):
+                for row in _poll(query, recent, tally, console, seen):
                     console.print(_format_row(console, row))
                 problem = ""
                 for key in [k for k, at in seen.items() if at < recent.start_ns]:
@@ -342,6 +361,8 @@ def _format_row(console: Console, row: Row) -> str:
 
 def _print_rows(console: Console, query: Query, window: Window, tally: Tally) -> None:
     console.print(_header(query, window, tally))
+    if tally.note:
+        console.print(f"  ({_printable(tally.note)})")
     if not tally.failing:
         return
     console.print()

@@ -343,3 +343,25 @@ def test_tail_freeze_replay_gives_the_demo_incidents_items_and_verdicts(
     expected = verdicts("2024-05-signup")
     assert sorted(expected.values()).count("FAILED") == 4 and len(expected) == 12
     assert verdicts("frozen") == expected
+
+
+def test_a_recording_of_database_writes_says_so_when_the_frozen_requests_wrote_nothing(
+    project: Path,
+) -> None:
+    """Selection tells "wrote nothing" (writes: ()) from "writes not recorded" (None) by
+    whether the recording holds any database statement: freeze keeps one when the frozen
+    traces hold none, so the frozen incident reads the request as the original does."""
+    at = parse_timestamp("2024-05-14T14:10:00Z")
+    quiet = server_span(trace="a" * 32, at=at, path="/health", method="GET", status=200)
+    writer = server_span(trace="b" * 32, span_id="b" * 16, at=at + 10)
+    write = db_span("INSERT", "accounts", "committed", trace="b" * 32, at=at + 20)
+    write_spans(project / "r.jsonl", [quiet, writer, write])
+    assert (
+        run_freeze("q", "--source", "r.jsonl", "--window", WINDOW, "--filter", "route=/health") == 0
+    )
+    incident = project / "incidents" / "q.yaml"
+    incident.write_text(fill_in(incident.read_text()))
+    (request,) = open_incident(incident, {}).requests
+    assert request.request_id == "a" * 32 and request.db_writes == ()
+    frozen = list(read_spans(project / "incidents" / "q.events.jsonl.gz"))
+    assert [s.span_id for s in frozen] == [quiet.span_id, write.span_id]  # not the writer

@@ -17,6 +17,7 @@ import pytest
 from pytest_incident.cli import main, tail
 from pytest_incident.cli.console import Console
 from pytest_incident.events.frozen import read_spans, write_spans
+from pytest_incident.model.errors import SourceError
 from pytest_incident.model.spans import parse_timestamp
 from tests.spans import server_span
 
@@ -216,7 +217,7 @@ def test_usage_mistakes_are_one_line(argv: list[str], message: str) -> None:
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("missing.jsonl", "--source missing.jsonl: missing.jsonl: file not found"),
+        ("missing.jsonl", "tail: --source missing.jsonl: file not found: "),
         ("spans.csv", "unsupported file type 'spans.csv'"),
         ("broken.jsonl", "broken.jsonl:2: "),
         ("clickhouse://nobody@127.0.0.1:1/db", "clickhouse"),
@@ -259,3 +260,28 @@ def test_the_console_script_help_and_argparse_mistakes() -> None:
         assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     found = cli("tail", "--source", str(DEMO), "--window", WINDOW)
     assert found.returncode == 0 and FAILED[0][1] in found.stdout
+
+
+def test_a_source_that_says_the_window_holds_nothing_is_an_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ClickHouse source says an empty window with a SourceError keyed "window": tail
+    shows it as what the window holds (exit status 1); any other SourceError is a failure."""
+
+    def empty(*args: object, **kwargs: object) -> None:
+        error = SourceError("no recorded request (Server span) in the window; it is empty")
+        error.key = "window"  # type: ignore[attr-defined]
+        raise error
+
+    monkeypatch.setattr(tail, "read_window", empty)
+    run = run_tail("--source", "chdb:///x", "--window", WINDOW)
+    assert run.status == 1 and not run.err
+    assert run.lines[1] == "  (no recorded request (Server span) in the window; it is empty)"
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise SourceError("clickhouse://h:8123: cannot connect")
+
+    monkeypatch.setattr(tail, "read_window", unreachable)
+    run = run_tail("--source", "clickhouse://h:8123", "--window", WINDOW)
+    assert run.status == 3
+    assert run.err == "pytest-incident tail: --source clickhouse://h:8123: cannot connect\n"
