@@ -4,6 +4,8 @@
 #   ├── FileError                    a user's file is wrong: `path:line: message` + excerpt
 #   │   ├── IncidentFileError        ... an incident YAML file
 #   │   └── RecordingError           ... a recording (frozen events file, event source)
+#   ├── SourceError                  an event source reference that cannot be read, where no
+#   │                                file is to blame (the command line's --source)
 #   ├── ReplayError                  a replay could not run as configured
 #   │   ├── ReplayConfigError        ... a setting that cannot be honoured
 #   │   └── TargetError              ... the target did not start or stopped answering
@@ -75,6 +77,13 @@ class IncidentFileError(FileError):
 
 class RecordingError(FileError):
     """A mistake in a recording: a frozen events file or what an event source returned."""
+
+
+class SourceError(IncidentError):
+    """An event source that cannot be read as referenced (unreachable server, bad
+    credentials, missing table or columns, nothing in the window), in one line. An
+    incident's source turns it into an IncidentFileError at its `source:` line; the
+    command line prints it after the option that named the source."""
 
 
 class ReplayError(IncidentError):

@@ -1,0 +1,72 @@
+# The spans of a time window, for the command line (`tail`, `freeze`, `load`): a reference as
+# `--source` names it (a frozen file, `clickhouse://...` or `chdb://...`) in, the recorded
+# requests of the window out, each with its whole trace.
+#
+# Strategy: one function that dispatches on the reference. A frozen file is streamed twice:
+# the first pass keeps the trace ids of the Server spans that start in the window (of
+# `service`, when given), the second yields every span of those traces; memory holds the
+# ids only. An incident's own `source:` goes through the source registry (events/sources.py)
+# instead; both read the same spans.
+from __future__ import annotations
+
+import re
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from pytest_incident.events.frozen import file_kind, read_spans
+from pytest_incident.model.errors import SourceError
+from pytest_incident.model.spans import Span, SpanKind
+from pytest_incident.model.spec import Window
+
+FROZEN_SUFFIXES = (".jsonl", ".jsonl.gz")
+_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def read_window(
+    reference: str, base: Path, window: Window, service: str | None = None
+) -> Iterator[Span]:
+    """Every span of each trace whose Server span starts in `window` (and, when `service`
+    is given, belongs to it), in no guaranteed order.
+
+    `reference` is a frozen .jsonl / .jsonl.gz file (relative to `base`), `clickhouse://`
+    or `chdb://`. Raises SourceError for a reference that cannot be read as such, and
+    RecordingError at the line for a frozen file's mistakes (both IncidentErrors).
+    """
+    scheme = _SCHEME_RE.match(reference.strip())
+    if scheme:
+        raise SourceError(
+            f"{reference}: no event source reads {scheme.group(1).lower()}:// references "
+            "here; use a frozen .jsonl or .jsonl.gz file"
+        )
+    return _frozen_window(frozen_path(reference, base), window, service)
+
+
+def frozen_path(reference: str, base: Path) -> Path:
+    """The frozen file `reference` names, relative to `base`: a regular .jsonl or .jsonl.gz
+    file; SourceError otherwise."""
+    path = (base / reference.strip()).absolute()
+    frozen = "use a frozen .jsonl or .jsonl.gz file"
+    if not path.name.endswith(FROZEN_SUFFIXES):
+        raise SourceError(f"{reference}: unsupported file type {path.name!r}; {frozen}")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise SourceError(f"{reference}: file not found: {path}") from None
+    except OSError as exc:
+        raise SourceError(f"{reference}: cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise SourceError(f"{reference}: {path} is {file_kind(mode)}, not a regular file; {frozen}")
+    return path
+
+
+def _frozen_window(path: Path, window: Window, service: str | None) -> Iterator[Span]:
+    traces = {
+        span.trace_id
+        for span in read_spans(path)
+        if span.kind is SpanKind.SERVER
+        and window.contains(span.timestamp_ns)
+        and (service is None or span.service == service)
+    }
+    if traces:
+        yield from (span for span in read_spans(path) if span.trace_id in traces)
