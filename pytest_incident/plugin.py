@@ -154,7 +154,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     state = config.stash[state_key]
     if not state.request_ids:
         return
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     matched: set[str] = set()
     for item in items:
         if not isinstance(item, IncidentItem):
