@@ -5,15 +5,19 @@
 # Strategy: one function that dispatches on the reference. A frozen file is streamed twice:
 # the first pass keeps the trace ids of the Server spans that start in the window (of
 # `service`, when given), the second yields every span of those traces; memory holds the
-# ids only. An incident's own `source:` goes through the source registry (events/sources.py)
-# instead; both read the same spans.
+# ids only. ClickHouse and chDB are read by events/clickhouse.py (the same traces, queried
+# on the server; a password only through an environment variable). An incident's own
+# `source:` goes through the source registry (events/sources.py) instead; both read the
+# same spans.
 from __future__ import annotations
 
+import os
 import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from pytest_incident.events.clickhouse import is_clickhouse, parse_reference, read_clickhouse
 from pytest_incident.events.frozen import file_kind, read_spans
 from pytest_incident.model.errors import SourceError
 from pytest_incident.model.spans import Span, SpanKind
@@ -33,11 +37,14 @@ def read_window(
     or `chdb://`. Raises SourceError for a reference that cannot be read as such, and
     RecordingError at the line for a frozen file's mistakes (both IncidentErrors).
     """
+    if is_clickhouse(reference):
+        ref = parse_reference(reference, base, os.environ, command_line=True)
+        return read_clickhouse(ref, window, service)
     scheme = _SCHEME_RE.match(reference.strip())
     if scheme:
         raise SourceError(
             f"{reference}: no event source reads {scheme.group(1).lower()}:// references "
-            "here; use a frozen .jsonl or .jsonl.gz file"
+            "here; use a frozen .jsonl or .jsonl.gz file, clickhouse:// or chdb://"
         )
     return _frozen_window(frozen_path(reference, base), window, service)
 
