@@ -14,7 +14,10 @@
 #      widened by MARGIN_NS on both sides;
 #   4. the spans of those traces in that range (`TraceId IN (subquery)`: the trace ids never
 #      leave the server), streamed in blocks of BLOCK_ROWS rows, each row decoded by the
-#      frozen file's rules (frozen.row_to_span) as it comes.
+#      frozen file's rules (frozen.row_to_span) as it comes;
+#   5. when those traces hold no database statement, one of the window's, if any: selection
+#      compares database writes only for recordings that capture them (events/selection.py),
+#      and learns that from any span of the stream, as it does from a whole frozen file.
 # Memory here is one block; the client is this read's own and is closed when the stream ends
 # (chDB opens one directory per process: an open client would keep another out).
 #
@@ -46,6 +49,7 @@ from pytest_incident.events.clickhouse_layout import (
 from pytest_incident.events.frozen import row_to_span
 from pytest_incident.model import conventions as keys
 from pytest_incident.model.errors import IncidentFileError, SourceError
+from pytest_incident.model.recorded import is_database_statement
 from pytest_incident.model.spans import Span
 from pytest_incident.model.spec import IncidentSpec, Select, Window
 from pytest_incident.spec import file_error, parse_duration
@@ -502,13 +506,44 @@ def read_clickhouse(
             "AND Timestamp <= fromUnixTimestamp64Nano({high:Int64}) "
             f"AND TraceId IN (SELECT TraceId FROM {_TABLE} WHERE {chosen.sql})"
         )
+        statements = False
         for row in session.stream(sql, {**params, "low": low, "high": high}, "reading spans"):
-            try:
-                yield row_to_span(row_dict(layout, row))
-            except ValueError as exc:
-                raise SourceError(f"{ref.shown}: {ref.qualified}: {exc}") from None
+            span = _span(ref, layout, row)
+            statements = statements or is_database_statement(span)
+            yield span
+        if not statements:
+            yield from _statement_marker(session, layout, window)
     finally:
         client.close()
+
+
+def _span(ref: ClickHouseRef, layout: Layout, row: Sequence[Any]) -> Span:
+    try:
+        return row_to_span(row_dict(layout, row))
+    except ValueError as exc:
+        raise SourceError(f"{ref.shown}: {ref.qualified}: {exc}") from None
+
+
+def _statement_marker(session: _Session, layout: Layout, window: Window) -> Iterator[Span]:
+    """One database statement span of the window (widened by MARGIN_NS), when there is one:
+    the selected traces hold none, and selection learns from any span of the recording
+    whether it captures database writes (events/selection.py; a frozen file holds them)."""
+    variant = layout.variant
+    system = " OR ".join(
+        f"{_attribute(key, variant)} != ''" for key in (keys.DB_SYSTEM, keys.DB_SYSTEM_OLD)
+    )
+    rows = session.rows(
+        f"SELECT {select_list(layout)} FROM {_TABLE} "
+        "WHERE upper(SpanKind) IN ('CLIENT', 'SPAN_KIND_CLIENT') "
+        "AND Timestamp >= fromUnixTimestamp64Nano({low:Int64}) "
+        f"AND Timestamp < fromUnixTimestamp64Nano({{high:Int64}}) AND ({system}) LIMIT 1",
+        session.params(
+            low=max(0, window.start_ns - MARGIN_NS),
+            high=min(MAX_INT64, window.end_ns + MARGIN_NS),
+        ),
+        "looking for database statements",
+    )
+    yield from (_span(session.ref, layout, row) for row in rows)
 
 
 def _range(
