@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pytest_incident.cli import sandbox
+from pytest_incident.cli import load, sandbox, schema
 
 
 def parser() -> argparse.ArgumentParser:
@@ -18,6 +18,8 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sandbox.add_parser(commands)
+    schema.add_parser(commands)
+    load.add_parser(commands)
     return top
 
 
