@@ -75,6 +75,7 @@ OPTIONS = {
 _ENV_REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SERVER_KIND = "upper(SpanKind) IN ('SERVER', 'SPAN_KIND_SERVER')"
 _AUTH_FAILED, _UNKNOWN_TABLE, _UNKNOWN_DATABASE, _ACCESS_DENIED = 516, 60, 81, 497
+_READONLY = 164  # a setting changed by a readonly=1 user
 _TIMEOUT_CODES = (159, 160, 209)  # TIMEOUT_EXCEEDED, TOO_SLOW, SOCKET_TIMEOUT
 
 
@@ -353,24 +354,35 @@ class _Session:
 
     ref: ClickHouseRef
     client: Client
+    # a `readonly=1` user may change no setting: its queries go without them (the server's
+    # own limits and block size apply)
+    readonly: bool = False
 
     def params(self, **more: Any) -> dict[str, Any]:
         return {"db": self.ref.database, "tbl": self.ref.table, **more}
 
-    def settings(self) -> dict[str, Any]:
-        return {"max_execution_time": max(1, int(self.ref.timeout_s))}
+    def settings(self, **more: Any) -> dict[str, Any]:
+        if self.readonly:
+            return {}
+        return {"max_execution_time": max(1, int(self.ref.timeout_s)), **more}
 
     def rows(self, sql: str, params: Mapping[str, Any], doing: str) -> list[tuple[Any, ...]]:
         _check_bound(sql, params)
         try:
-            result = self.client.query(sql, parameters=dict(params), settings=self.settings())
+            try:
+                result = self.client.query(sql, parameters=dict(params), settings=self.settings())
+            except Exception as exc:
+                if getattr(exc, "code", None) != _READONLY or self.readonly:
+                    raise
+                self.readonly = True
+                result = self.client.query(sql, parameters=dict(params))
         except Exception as exc:
             raise query_error(self.ref, exc, doing) from None
         return [tuple(row) for row in result.result_rows]
 
     def stream(self, sql: str, params: Mapping[str, Any], doing: str) -> Iterator[Sequence[Any]]:
         _check_bound(sql, params)
-        settings = {**self.settings(), "max_block_size": BLOCK_ROWS}
+        settings = self.settings(max_block_size=BLOCK_ROWS)
         try:
             with self.client.query_row_block_stream(
                 sql, parameters=dict(params), settings=settings

@@ -226,3 +226,32 @@ def test_driver_errors_are_one_line(code: int | None, text: str, message: str) -
     error = query_error(ref, _Coded(text, code), "reading spans")
     assert message in str(error)
     assert "\n" not in str(error) and "pw-123" not in str(error)
+
+
+class _ReadonlyClient:
+    """A client of a `readonly=1` user: any query that changes a setting is refused."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+
+    def query(self, sql: str, parameters: object = None, settings: object = None) -> object:
+        self.sent.append(dict(settings or {}))  # type: ignore[call-overload]
+        if settings:
+            raise _Coded("Cannot modify 'max_execution_time' setting in readonly mode", 164)
+        return type("Result", (), {"result_rows": [(1,)]})()
+
+
+def test_a_readonly_user_queries_without_settings() -> None:
+    from pytest_incident.events.clickhouse import _Session
+
+    ref = parse_reference("clickhouse://u@h/db", BASE, {})
+    client = _ReadonlyClient()
+    session = _Session(ref, client)  # type: ignore[arg-type]
+    assert session.rows("SELECT {x:UInt8}", {"x": 1}, "counting") == [(1,)]
+    assert session.rows("SELECT {x:UInt8}", {"x": 1}, "counting") == [(1,)]
+    assert client.sent == [{"max_execution_time": 300}, {}, {}]
+    # the twin: another error is not retried, and says what it is
+    refusing = _ReadonlyClient()
+    refusing.query = lambda *a, **k: (_ for _ in ()).throw(_Coded("Syntax error", 62))  # type: ignore[method-assign]
+    with pytest.raises(SourceError, match="ClickHouse error counting: Syntax error"):
+        _Session(ref, refusing).rows("SELECT {x:UInt8}", {"x": 1}, "counting")  # type: ignore[arg-type]
