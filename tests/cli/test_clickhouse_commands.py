@@ -70,12 +70,14 @@ def test_schema_refuses_a_table_name_that_is_not_a_name(
 
 
 @pytest.mark.parametrize("variant", ["map", "json"])
-def test_the_printed_ddl_makes_a_table_the_source_reads(tmp_path: Path, variant: str) -> None:
-    ref = parse_reference(f"chdb://{tmp_path / 'db'}?database=otel", tmp_path, {})
+def test_the_printed_ddl_makes_a_table_the_source_reads(
+    tmp_path: Path, variant: str, chdb_dir: Path
+) -> None:
+    ref = parse_reference(f"chdb://{chdb_dir}?database=ddl_{variant}", tmp_path, {})
     client = connect(ref, create=True)
     try:
-        client.command("CREATE DATABASE otel")
-        for statement in schema_statements("otel", "otel_traces", variant):
+        client.command(f"CREATE DATABASE ddl_{variant}")
+        for statement in schema_statements(f"ddl_{variant}", "otel_traces", variant):
             client.command(statement)
         assert describe(_Session(ref, client)).variant == variant
     finally:
@@ -84,13 +86,13 @@ def test_the_printed_ddl_makes_a_table_the_source_reads(tmp_path: Path, variant:
 
 @pytest.mark.parametrize("variant", ["map", "json"])
 def test_load_then_read_gives_the_frozen_files_spans(
-    tmp_path: Path, variant: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, variant: str, capsys: pytest.CaptureFixture[str], chdb_dir: Path
 ) -> None:
-    source = f"chdb://{tmp_path / 'traces'}?table=spans"
+    source = f"chdb://{chdb_dir}?table=spans&database=load_{variant}"
     assert main(["load", str(DEMO), "--source", source, "--variant", variant, "--batch", "7"]) == 0
     out = capsys.readouterr().out
     assert out == (
-        f"loaded 61 spans from {DEMO} into chdb://{tmp_path / 'traces'}?table=spans "
+        f"loaded 61 spans from {DEMO} into chdb://{chdb_dir}?table=spans "
         f"(table created; {variant} attributes)\n"
     )
     read = ordered(read_window(source, tmp_path, WINDOW))
@@ -101,9 +103,9 @@ def test_load_then_read_gives_the_frozen_files_spans(
 
 
 def test_load_failures_are_one_line_and_status_1(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], chdb_dir: Path
 ) -> None:
-    source = f"chdb://{tmp_path / 'traces'}"
+    source = f"chdb://{chdb_dir}"
     assert main(["load", str(tmp_path / "none.jsonl.gz"), "--source", source]) == 1
     assert capsys.readouterr().err == (
         f"pytest-incident load: {tmp_path / 'none.jsonl.gz'}: file not found: "

@@ -1,7 +1,8 @@
-"""Where the ClickHouse tests keep their tables: a chDB directory of the test's own (always),
-or a uniquely named table on the server PYTEST_INCIDENT_CLICKHOUSE_URL names (opt-in; the
-tables are dropped afterwards). chDB opens one directory per process, so every client here
-is closed as soon as its statements ran."""
+"""Where the ClickHouse tests keep their tables: a database of the test's own in the
+process's chDB directory (always), or a uniquely named table on the server
+PYTEST_INCIDENT_CLICKHOUSE_URL names (opt-in); dropped afterwards. chDB opens one directory
+per process and leaves threads behind each time its engine restarts, so the tests share one
+directory that a session fixture holds open."""
 
 from __future__ import annotations
 
@@ -74,9 +75,16 @@ def store_params() -> list[object]:
     ]
 
 
-def make_store(kind: str, where: Path) -> Iterator[Store]:
+def make_store(kind: str, where: Path, chdb_dir: Path | None = None) -> Iterator[Store]:
+    """A table of its own: in the process's chDB directory (tests/conftest.py `chdb_dir`),
+    in a database of its own, or on the server."""
     if kind == "chdb":
-        yield Store(f"chdb://{where / 'traces.chdb'}", where)
+        assert chdb_dir is not None
+        store = Store(f"chdb://{chdb_dir}?database=t_{uuid.uuid4().hex[:12]}", where)
+        try:
+            yield store
+        finally:
+            store.run("DROP DATABASE IF EXISTS {db}")
         return
     url = os.environ[SERVER_ENV]
     separator = "&" if "?" in url else "?"

@@ -6,6 +6,8 @@ one line naming it; values are bound on the server, never written into the SQL."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -31,8 +33,8 @@ HOSTILE = "x' OR 1=1 --"
 
 
 @pytest.fixture(params=store_params())
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    yield from make_store(request.param, tmp_path)
+def store(request: pytest.FixtureRequest, tmp_path: Path, chdb_dir: Path) -> Iterator[Store]:
+    yield from make_store(request.param, tmp_path, chdb_dir)
 
 
 def ordered(spans: Any) -> list[Span]:
@@ -284,26 +286,59 @@ def test_a_chdb_directory_that_does_not_exist_is_not_created_by_reading(tmp_path
     assert not (tmp_path / "nothing").exists()
 
 
-def test_chdb_opens_one_directory_per_process(tmp_path: Path) -> None:
-    one, two = Store(f"chdb://{tmp_path / 'one'}", tmp_path), Store("chdb://two", tmp_path)
-    one.load(read_spans(DEMO))
-    two.load(read_spans(DEMO))
-    held = clickhouse.connect(one.ref)
-    try:
-        with pytest.raises(SourceError, match=r"chDB has another directory open in this process"):
-            list(read_window(two.reference, two.base, WINDOW))
-    finally:
-        held.close()
-    # the twin: once the other is closed, it opens (every read closes its own client)
-    assert ordered(read_window(two.reference, two.base, WINDOW)) == frozen_window()
-    assert ordered(read_window(one.reference, one.base, WINDOW)) == frozen_window()
+def test_chdb_opens_one_directory_per_process(tmp_path: Path, chdb_dir: Path) -> None:
+    # this process holds chdb_dir open (tests/conftest.py): another directory is refused
+    other = Store("chdb://other", tmp_path)
+    other.ref.path.mkdir()  # type: ignore[union-attr]
+    with pytest.raises(SourceError) as caught:
+        list(read_window(other.reference, other.base, WINDOW))
+    assert str(caught.value) == (
+        f"chdb://{tmp_path / 'other'}?table=otel_traces: chDB has another directory open in "
+        f"this process ({chdb_dir}); it opens one directory per process"
+    )
 
 
-def test_a_stream_closed_early_closes_its_client(tmp_path: Path) -> None:
-    one, two = Store("chdb://one", tmp_path), Store("chdb://two", tmp_path)
-    one.load(read_spans(DEMO))
-    two.load(read_spans(DEMO))
-    spans = read_window(one.reference, one.base, WINDOW)
+def test_the_twin_once_closed_another_directory_opens(tmp_path: Path) -> None:
+    """In a process of its own: every read closes its client, so directories take turns."""
+    script = f"""
+import sys
+from pathlib import Path
+from pytest_incident.events.clickhouse_load import load_spans
+from pytest_incident.events.clickhouse import parse_reference
+from pytest_incident.events.frozen import read_spans
+from pytest_incident.events.window import read_window
+from pytest_incident.model.spec import Window
+window = Window({WINDOW.start_ns}, {WINDOW.end_ns})
+counts = []
+for name in ("one", "two", "one"):
+    ref = parse_reference("chdb://" + name, Path({str(tmp_path)!r}), {{}})
+    if not ref.path.exists():
+        load_spans(ref, read_spans(Path({str(DEMO)!r})))
+    counts.append(len(list(read_window("chdb://" + name, Path({str(tmp_path)!r}), window))))
+print(counts)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.stdout.strip() == "[51, 51, 51]", done.stderr
+
+
+def test_a_stream_closed_early_closes_its_client(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.load(read_spans(DEMO))
+    closed: list[bool] = []
+    connect = clickhouse.connect
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        client = connect(*args, **kwargs)
+        close = client.close
+        client.close = lambda: (closed.append(True), close())[1]  # type: ignore[method-assign]
+        return client
+
+    monkeypatch.setattr(clickhouse, "connect", spy)
+    spans = read_window(store.reference, store.base, WINDOW)
     next(spans)
+    assert closed == []
     spans.close()  # type: ignore[attr-defined]
-    assert list(read_window(two.reference, two.base, WINDOW))
+    assert closed == [True]

@@ -1,10 +1,11 @@
 """An incident whose `source:` is chDB replays as its frozen copy does: the same items, the
-same verdicts, the same summary (pytester, in this process: the runs share chDB's one
-directory per process with the test, which closes its own client before they start)."""
+same verdicts, the same summary (pytester, in this process: the runs read the process's one
+chDB directory, tests/conftest.py `chdb_dir`, in a database of their own)."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +22,9 @@ def verdicts(result: pytest.RunResult) -> list[tuple[str, str]]:
     return sorted(ITEM_RE.findall(result.stdout.str()))
 
 
-def test_a_chdb_source_gives_the_frozen_copys_items_and_verdicts(demo: pytest.Pytester) -> None:
+def test_a_chdb_source_gives_the_frozen_copys_items_and_verdicts(
+    demo: pytest.Pytester, chdb_dir: Path
+) -> None:
     yaml = demo.path / DEMO_YAML
     # the code before the fix: 8 requests pass and 4 fail, so both verdicts are compared
     yaml.write_text(
@@ -31,11 +34,12 @@ def test_a_chdb_source_gives_the_frozen_copys_items_and_verdicts(demo: pytest.Py
     frozen.assert_outcomes(passed=8, failed=4)
 
     recording = yaml.parent / "2024-05-signup.events.jsonl.gz"
-    ref = parse_reference("chdb://signup.chdb", yaml.parent, {})
+    source = f"chdb://{chdb_dir}?database=signup_demo"  # the process's one directory
+    ref = parse_reference(source, yaml.parent, {})
     assert load_spans(ref, read_spans(recording)).spans == 61
     recording.unlink()  # nothing is read from the frozen file any more
     assert FROZEN_SOURCE in yaml.read_text()
-    yaml.write_text(yaml.read_text().replace(FROZEN_SOURCE, "source: chdb://signup.chdb"))
+    yaml.write_text(yaml.read_text().replace(FROZEN_SOURCE, f"source: {source}"))
     live = demo.runpytest("--incident=2024-05-signup", "-v")
     live.assert_outcomes(passed=8, failed=4)
 
