@@ -60,6 +60,19 @@ def listener() -> Iterator[socket.socket]:
 
 
 @pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The one chDB directory of this process, held open for the session (a database per
+    test inside it). chDB opens one directory per process, and each restart of its engine
+    leaves threads behind: tests read and write here while this client keeps it up."""
+    from pytest_incident.events.clickhouse import connect, parse_reference
+
+    path = tmp_path_factory.mktemp("chdb") / "traces.chdb"
+    keeper = connect(parse_reference(f"chdb://{path}", path.parent, {}), create=True)
+    yield path
+    keeper.close()
+
+
+@pytest.fixture(scope="session")
 def postgres() -> PostgresServer:
     """The PostgreSQL server the database tests use (libpq variables, default
     postgres@127.0.0.1:5432); `./dev test` sets one up on a fresh Debian machine."""

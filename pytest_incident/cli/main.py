@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pytest_incident.cli import freeze, sandbox, tail
+from pytest_incident.cli import freeze, load, sandbox, schema, tail
 
 
 def parser() -> argparse.ArgumentParser:
@@ -20,6 +20,8 @@ def parser() -> argparse.ArgumentParser:
     sandbox.add_parser(commands)
     tail.add_parser(commands)
     freeze.add_parser(commands)
+    schema.add_parser(commands)
+    load.add_parser(commands)
     return top
 
 

@@ -7,7 +7,8 @@
 #      `pytest_incident_load_spans` hook, so a conftest.py can read any reference);
 #   2. sources installed by packages under the entry-point group `pytest_incident.sources`
 #      (each entry point names an EventSource class, built with no arguments);
-#   3. the built-ins: `file` (a frozen .jsonl / .jsonl.gz file).
+#   3. the built-ins: `file` (a frozen .jsonl / .jsonl.gz file), and `clickhouse` / `chdb`
+#      (events/clickhouse.py: the exporter's table on a server, or in a chDB directory).
 # The first source that claims the scheme reads it. A reference no source claims is the
 # user's mistake, reported at the `source:` line with the schemes that are available. The
 # spans of a source other than the frozen file (which checks its own rows) are checked for
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Protocol, runtime_checkable
 
+from pytest_incident.events.clickhouse import ClickHouseSource
 from pytest_incident.events.frozen import file_kind, read_spans
 from pytest_incident.model.errors import IncidentFileError, ReplayConfigError
 from pytest_incident.model.spans import MAX_TIMESTAMP_NS, Span, SpanKind
@@ -78,7 +80,7 @@ class SourceRegistry:
     @classmethod
     def default(cls, extra: Sequence[EventSource] = ()) -> SourceRegistry:
         """`extra`, then installed sources (entry points), then the built-ins."""
-        return cls([*extra, *installed_sources(), FrozenFileSource()])
+        return cls([*extra, *installed_sources(), FrozenFileSource(), ClickHouseSource()])
 
     def schemes(self) -> list[str]:
         found: list[str] = []

@@ -88,7 +88,21 @@ class SourceError(IncidentError):
     """An event source that cannot be read as referenced (unreachable server, bad
     credentials, missing table or columns, nothing in the window), in one line. An
     incident's source turns it into an IncidentFileError at its `source:` line; the
-    command line prints it after the option that named the source."""
+    command line prints it after the option that named the source. `key` is the incident
+    file's key it concerns: "source", or "window" / "select" for a window or selection that
+    keeps nothing."""
+
+    def __init__(self, message: str, *, key: str = "source") -> None:
+        super().__init__(message)
+        self.message = message
+        self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_source_error, (type(self), self.message, self.key))
+
+
+def _rebuild_source_error(kind: type[SourceError], message: str, key: str) -> SourceError:
+    return kind(message, key=key)
 
 
 class ReplayError(IncidentError):

@@ -74,7 +74,7 @@ def test_without_the_entry_point_the_scheme_is_a_file_line_error(
     result.stdout.fnmatch_lines(
         [
             "incidents/ping.yaml:2: source: no event source reads memory:// references; "
-            "available: a frozen file",
+            "available: a frozen file, clickhouse://, chdb://",
             "  >  2 | source: memory://3",
         ]
     )

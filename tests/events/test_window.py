@@ -72,3 +72,14 @@ def test_a_broken_frozen_file_is_a_recording_error_at_its_line(tmp_path: Path) -
     with pytest.raises(RecordingError) as caught:
         list(read_window(path.name, tmp_path, WINDOW))
     assert caught.value.line == 2
+
+
+@pytest.mark.parametrize("service", ["signup", "billing-worker"])
+def test_a_service_window_selects_as_the_whole_recording_does(service: str) -> None:
+    """Database writes are compared only for a recording that captures them: a window whose
+    traces hold no database statement carries one of the window's, so selection knows."""
+    select = Select(service=service)
+    spans = list(read_window(DEMO.name, DEMO.parent, WINDOW, service))
+    requests = choose(spans, WINDOW, select).requests
+    assert requests == choose(read_spans(DEMO), WINDOW, select).requests
+    assert all(r.db_writes is not None for r in requests)

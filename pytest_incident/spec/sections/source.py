@@ -1,6 +1,8 @@
 # `source:` a frozen events file beside the YAML, or a `scheme://location`. Only a reference:
 # which event source reads it, and whether it can, is the source registry's to say
-# (pytest_incident.events.sources), at this line.
+# (pytest_incident.events.sources), at this line. One rule holds for every scheme: a URL's
+# password is never written in the file (it would land in the repository), only `${VAR}`
+# (checked on the text as written, before the environment is expanded).
 from __future__ import annotations
 
 import re
@@ -13,6 +15,10 @@ from pytest_incident.spec.section import Section
 NAME_MAX = 255  # bytes of one file name (Linux)
 PATH_MAX = 4096  # bytes of a path, with its NUL (Linux)
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+# user info as written: a user (plain, or ${VAR} pieces), then `:password` when there is one
+_USER_INFO_RE = re.compile(r"(?:\$\{[^}]*\}|[^:@/?#])*(?::(?P<password>[^@/?#]*))?")
+_ENV_ONLY_RE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+PASSWORD_ENV = "PYTEST_INCIDENT_CLICKHOUSE_PASSWORD"
 
 
 def parse(reader: SectionReader, text: str) -> SourceRef | None:
@@ -23,6 +29,15 @@ def parse(reader: SectionReader, text: str) -> SourceRef | None:
         return None
     scheme = _SCHEME_RE.match(stripped)
     if scheme:
+        written = reader.doc.raw.get(("source",), stripped).strip()
+        if _written_password(written):
+            reader.fail(
+                ("source",),
+                "the URL holds a password: written in the incident file it lands in the "
+                "repository; write user:${VAR}@ to take it from the environment variable VAR"
+                f" (or, for clickhouse://, set {PASSWORD_ENV})",
+            )
+            return None
         return SourceRef(scheme.group(1).lower(), stripped, stripped, line)
     file = (reader.base / stripped).absolute()
     problem = _file_name_problem(file)
@@ -30,6 +45,18 @@ def parse(reader: SectionReader, text: str) -> SourceRef | None:
         reader.fail(("source",), problem)
         return None
     return SourceRef("file", str(file), stripped, line)
+
+
+def _written_password(url: str) -> bool:
+    """Whether `scheme://user:password@...` holds a password other than one `${VAR}`."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    authority = re.match(r"(?:\$\{[^}]*\}|[^/?#])*", rest)
+    netloc = authority.group(0) if authority else ""
+    if "@" not in netloc:
+        return False
+    info = _USER_INFO_RE.fullmatch(netloc.rsplit("@", 1)[0])
+    password = info.group("password") if info else "?"
+    return bool(password) and not _ENV_ONLY_RE.fullmatch(password or "")
 
 
 def _file_name_problem(file: Path) -> str:
