@@ -6,6 +6,7 @@ Needs chdb and the ClickHouse source (the `clickhouse` extra, events/clickhouse.
 from __future__ import annotations
 
 import io
+import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,10 +27,13 @@ FILTERS = ("--service", "signup", "--filter", "route=POST /signup")
 
 
 @pytest.fixture
-def chdb_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The demo recording in a chDB directory of this test's own; the working directory is
-    an empty project beside it."""
-    reference = f"chdb://{tmp_path / 'traces.chdb'}"
+def chdb_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chdb_dir: Path, request: pytest.FixtureRequest
+) -> str:
+    """The demo recording in a database of this test's own, in the process's chDB directory
+    (chDB opens one per process); the working directory is an empty project beside it."""
+    database = "tail_" + request.node.name.removeprefix("test_")[:40]
+    reference = f"chdb://{chdb_dir}?database={database}"
     assert main.main(["load", str(DEMO), "--source", reference]) == 0
     (tmp_path / "project").mkdir()
     (tmp_path / "project" / "pyproject.toml").write_text('[project]\nname = "app"\n')
@@ -61,7 +65,8 @@ def test_tail_reads_chdb_as_it_reads_the_frozen_file(chdb_source: str) -> None:
     )
     assert frozen_status == 0
     assert lines[:-1] == frozen_lines[:-1]  # all but the freeze command, which names the source
-    assert lines[-1].startswith(f"  pytest-incident freeze NAME --source {chdb_source} ")
+    command = f"  pytest-incident freeze NAME --source {shlex.quote(chdb_source)} "
+    assert lines[-1].startswith(command)
     assert sum(line.startswith("2024-05-14 14:1") for line in lines) == 4
 
 
