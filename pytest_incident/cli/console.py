@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO, TypeVar
@@ -96,10 +97,12 @@ class Console:
         return CLOSED_PIPE
 
     def counted(self, items: Iterable[_T], what: str) -> Iterator[_T]:
-        """`items`, with `reading: N what` shown while they come (on a terminal)."""
+        """`items`, with `reading: N what, R/s` shown while they come (on a terminal)."""
+        started = time.monotonic()
         for count, item in enumerate(items, 1):
             if count % PROGRESS_EVERY == 0:
-                self.progress(f"reading: {count:,} {what}")
+                rate = count / max(time.monotonic() - started, 1e-6)
+                self.progress(f"reading: {count:,} {what}, {rate:,.0f}/s")
             yield item
         self.clear()
 
