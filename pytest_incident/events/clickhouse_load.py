@@ -41,40 +41,66 @@ def load_spans(
     progress: Callable[[int], None] | None = None,
 ) -> Loaded:
     """Insert `spans` into `ref`'s table, creating it (in `variant`) when absent."""
-    client = connect(ref, create=True)
+    writer = SpanWriter(ref, variant)
     try:
-        session = _Session(ref, client)
-        created = _ensure_table(session, variant)
-        described = session.rows(
-            "DESCRIBE TABLE {db:Identifier}.{tbl:Identifier}", session.params(), "reading"
-        )
-        layout, problems = check_columns(described)
-        if problems:
-            raise SourceError(
-                f"{ref.shown}: {ref.qualified} is not in the exporter's layout: "
-                + "; ".join(problems)
-            )
-        variant = attribute_kind(layout.types["SpanAttributes"]) or variant
-        names = insert_columns(variant)
-        kept = [i for i, name in enumerate(names) if name in layout.types]
-        columns = [names[i] for i in kept]
         count = 0
-        batch: list[list[object]] = []
+        batch: list[Span] = []
         for span in spans:
-            row = insert_row(span, variant)
-            batch.append([row[i] for i in kept])
+            batch.append(span)
             if len(batch) >= batch_rows:
-                count += _insert(session, columns, batch)
+                count += writer.write(batch)
                 batch = []
                 if progress is not None:
                     progress(count)
         if batch:
-            count += _insert(session, columns, batch)
+            count += writer.write(batch)
             if progress is not None:
                 progress(count)
-        return Loaded(count, created, variant)
+        return Loaded(count, writer.created, writer.variant)
     finally:
-        client.close()
+        writer.close()
+
+
+class SpanWriter:
+    """An open client of `ref`'s table (created in `variant` when absent, else checked):
+    `write` inserts one batch of spans; the caller closes it (chDB opens one directory per
+    process). `load` and the OpenTelemetry exporter (capture/exporter.py) write through it."""
+
+    def __init__(self, ref: ClickHouseRef, variant: str = "map") -> None:
+        self.ref = ref
+        self._client = connect(ref, create=True)
+        try:
+            self._session = _Session(ref, self._client)
+            self.created = _ensure_table(self._session, variant)
+            described = self._session.rows(
+                "DESCRIBE TABLE {db:Identifier}.{tbl:Identifier}",
+                self._session.params(),
+                "reading",
+            )
+            layout, problems = check_columns(described)
+            if problems:
+                raise SourceError(
+                    f"{ref.shown}: {ref.qualified} is not in the exporter's layout: "
+                    + "; ".join(problems)
+                )
+        except BaseException:
+            self._client.close()
+            raise
+        self.variant = attribute_kind(layout.types["SpanAttributes"]) or variant
+        names = insert_columns(self.variant)
+        self._kept = [i for i, name in enumerate(names) if name in layout.types]
+        self._columns = [names[i] for i in self._kept]
+
+    def write(self, spans: Iterable[Span]) -> int:
+        """Insert `spans` as one batch; how many."""
+        rows = []
+        for span in spans:
+            row = insert_row(span, self.variant)
+            rows.append([row[i] for i in self._kept])
+        return _insert(self._session, self._columns, rows) if rows else 0
+
+    def close(self) -> None:
+        self._client.close()
 
 
 def _ensure_table(session: _Session, variant: str) -> bool:
