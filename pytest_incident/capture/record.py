@@ -6,9 +6,12 @@
 # placeholder key (drawn at random per process and never stored: placeholders are the same
 # for one secret within one process, so a token the service received and sent upstream
 # still matches its recorded call). Each side of an exchange (request, response) becomes
-# a dict of attributes built with model/conventions.py, then redacted by core/redaction.py's
-# Redactor as a one-span recording: a secret found by name is swept from that side's other
-# attributes too. A fresh Redactor per call keeps no secret in memory after the call.
+# a dict of attributes built with model/conventions.py, then redacted together with the
+# span's other text attributes by core/redaction.py's Redactor, as a one-span recording
+# (capture/wsgi.set_redacted): a secret found by name is swept from the instrumentation's
+# attributes too (a query's password from http.target), and at the answer the request side
+# is redacted again from its unredacted copy, so a token the request carried is swept from
+# the answer that echoes it. A fresh Redactor per call keeps no secret after the call.
 # Trace plumbing headers (traceparent, tracestate, baggage) differ on every run and are not
 # recorded, nor Host and the body's framing (Content-Length, Transfer-Encoding). Pure:
 # values in, attribute dicts out; the hooks (wsgi.py, requests_hooks.py) do the I/O.
@@ -42,7 +45,8 @@ UNRECORDED_HEADERS = frozenset(
 
 @dataclass(frozen=True)
 class Recorder:
-    """Builds the redacted `incident.*` attributes of each side of an exchange."""
+    """Builds the `incident.*` attributes of each side of an exchange, and redacts them
+    (together with what the instrumentation set: capture/wsgi.set_redacted)."""
 
     rules: RedactionRules = field(default_factory=RedactionRules)
     max_body_bytes: int = MAX_BODY_BYTES
@@ -65,7 +69,7 @@ class Recorder:
             keys.REQUEST_HEADERS: keys.encode_headers(_kept(headers)),
             **self._body(keys.REQUEST_BODY, body, size),
         }
-        return self.redact(attributes)
+        return attributes
 
     def client_request(
         self, method: str, url: str, headers: Iterable[tuple[str, str]], body: bytes
@@ -73,7 +77,7 @@ class Recorder:
         """An outbound HTTP call's Client span, request side."""
         attributes = keys.outbound_request(method.upper(), url, _kept(headers), b"")
         attributes.update(self._body(keys.REQUEST_BODY, body, len(body)))
-        return self.redact(attributes)
+        return attributes
 
     def response(
         self, status: int, headers: Iterable[tuple[str, str]], body: bytes, size: int
@@ -81,7 +85,7 @@ class Recorder:
         """The answer, for a Server span or a Client span."""
         attributes = keys.response(status, _kept(headers), b"")
         attributes.update(self._body(keys.RESPONSE_BODY, body, size))
-        return self.redact(attributes)
+        return attributes
 
     def redact(self, attributes: Mapping[str, str]) -> dict[str, str]:
         """`attributes` with their secrets replaced (core/redaction.py's rules)."""

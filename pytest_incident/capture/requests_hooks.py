@@ -7,9 +7,12 @@
 # never read here, so the caller's stream is untouched), its headers without
 # Content-Encoding (requests hands over the decoded body, and a replay serves it as is).
 # A call that failed without an answer (a timeout, a reset) has no response hook: the
-# exporter reads its exception event (capture/exporter.py).
+# exporter reads its exception event (capture/exporter.py). The request side's unredacted
+# attributes wait for the answer in a weak map keyed by the span, so a token the request
+# carried is swept from an answer that echoes it.
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +28,7 @@ ResponseHook = Callable[[trace.Span, Any, Any], None]
 
 def hooks(recorder: Recorder) -> tuple[RequestHook, ResponseHook]:
     """The instrumentation's (request_hook, response_hook) recording through `recorder`."""
+    sent: weakref.WeakKeyDictionary[trace.Span, dict[str, str]] = weakref.WeakKeyDictionary()
 
     def request_hook(span: trace.Span, request: Any) -> None:
         body = request.body
@@ -37,6 +41,7 @@ def hooks(recorder: Recorder) -> tuple[RequestHook, ResponseHook]:
         )
         if streamed:
             attributes[keys.REQUEST_BODY + TRUNCATED_SUFFIX] = "unknown"
+        sent[span] = attributes  # unredacted, until the answer (gone with the span)
         set_redacted(span, recorder, attributes)
 
     def response_hook(span: trace.Span, request: Any, response: Any) -> None:
@@ -51,6 +56,6 @@ def hooks(recorder: Recorder) -> tuple[RequestHook, ResponseHook]:
         attributes = recorder.response(int(response.status_code), headers, body, len(body))
         if not read:
             attributes[keys.RESPONSE_BODY + TRUNCATED_SUFFIX] = "unknown"
-        set_redacted(span, recorder, attributes)
+        set_redacted(span, recorder, attributes, sent.pop(span, None))
 
     return request_hook, response_hook

@@ -24,13 +24,20 @@ from pytest_incident.model import conventions as keys
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def set_redacted(span: trace.Span, recorder: Recorder, added: Mapping[str, str]) -> None:
+def set_redacted(
+    span: trace.Span,
+    recorder: Recorder,
+    added: Mapping[str, str],
+    earlier: Mapping[str, str] | None = None,
+) -> None:
     """Set `added` on `span`, redacting them together with the span's own text attributes
-    (a secret capture finds by name is swept from what the instrumentation recorded)."""
+    (a secret capture finds by name is swept from what the instrumentation recorded) and
+    `earlier`, the unredacted attributes of the request side, set before."""
     if not span.is_recording():
         return
     present = getattr(span, "attributes", None) or {}
     mine = {k: v for k, v in present.items() if isinstance(v, str)}
+    mine.update(earlier or {})
     mine.update(added)
     redacted = recorder.redact(mine)
     span.set_attributes({k: v for k, v in redacted.items() if present.get(k) != v})
@@ -48,25 +55,22 @@ class CaptureMiddleware:
         if not span.is_recording():
             return self.app(environ, start_response)
         body, size = self._request_body(environ)
-        set_redacted(
-            span,
-            self.recorder,
-            self.recorder.server_request(
-                str(environ.get("REQUEST_METHOD", "GET")),
-                str(environ.get("PATH_INFO", "") or "/"),
-                str(environ.get("QUERY_STRING", "")),
-                wsgi_headers(environ),
-                body,
-                size,
-            ),
+        request = self.recorder.server_request(
+            str(environ.get("REQUEST_METHOD", "GET")),
+            str(environ.get("PATH_INFO", "") or "/"),
+            str(environ.get("QUERY_STRING", "")),
+            wsgi_headers(environ),
+            body,
+            size,
         )
+        set_redacted(span, self.recorder, request)
         answer: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
             answer["status"], answer["headers"] = status, list(headers)
             return start_response(status, headers, *exc_info)
 
-        return _Answer(self.app(environ, capture), span, self.recorder, answer)
+        return _Answer(self.app(environ, capture), span, self.recorder, answer, request)
 
     def _request_body(self, environ: dict[str, Any]) -> tuple[bytes, int]:
         length = keys.ascii_number(str(environ.get("CONTENT_LENGTH") or ""), 18)
@@ -83,9 +87,15 @@ class _Answer:
     """The application's iterable, passed through; the answer is recorded at close."""
 
     def __init__(
-        self, inner: Iterable[bytes], span: trace.Span, recorder: Recorder, answer: dict[str, Any]
+        self,
+        inner: Iterable[bytes],
+        span: trace.Span,
+        recorder: Recorder,
+        answer: dict[str, Any],
+        request: Mapping[str, str],
     ) -> None:
         self.inner, self.span, self.recorder, self.answer = inner, span, recorder, answer
+        self.request = request
         self.chunks: list[bytes] = []
         self.kept = self.size = 0
 
@@ -113,7 +123,7 @@ class _Answer:
         attributes = self.recorder.response(
             status, self.answer["headers"], b"".join(self.chunks), self.size
         )
-        set_redacted(self.span, self.recorder, attributes)
+        set_redacted(self.span, self.recorder, attributes, self.request)
 
 
 def instrument_wsgi(
