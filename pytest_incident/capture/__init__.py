@@ -4,12 +4,15 @@
 #
 # Strategy: `install()` returns a Capture, the one handle on what it turned on (no module
 # state): the requests instrumentation with capture's hooks (capture/requests_hooks.py), and
-# `capture.wsgi(app)` / `capture.flask(app)` for the server side (capture/wsgi.py). The
+# `capture.wsgi(app)` / `capture.flask(app)` for the server side (capture/wsgi.py), or
+# OpenTelemetry's Flask instrumentation with capture's hooks (capture/flask_hooks.py);
+# `PYTEST_INCIDENT_CAPTURE=1` under `opentelemetry-instrument` calls install (capture/auto.py). The
 # exporter into ClickHouse is capture/exporter.py. This package runs inside production
 # services: it imports the model, core's redaction and events' row layout, never pytest,
 # and OpenTelemetry packages only when a function needs them.
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +34,7 @@ class Capture:
     recorder: Recorder
     tracer_provider: TracerProvider | None = None
     _instrumentors: list[Any] = field(default_factory=list)
+    _disconnect: list[Callable[[], None]] = field(default_factory=list)
 
     def wsgi(self, app: WSGIApp) -> WSGIApp:
         """`app` wrapped in OpenTelemetry's WSGI middleware, each request recorded."""
@@ -50,6 +54,9 @@ class Capture:
         for instrumentor in reversed(self._instrumentors):
             instrumentor.uninstrument()
         self._instrumentors.clear()
+        for disconnect in self._disconnect:
+            disconnect()
+        self._disconnect.clear()
 
 
 def install(
@@ -58,11 +65,14 @@ def install(
     rules: RedactionRules | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     requests: bool = True,
+    flask: bool = False,
     app: Any = None,
 ) -> Capture:
-    """Turn capture on: outbound `requests` calls are recorded (unless `requests=False`),
-    and `app`, a Flask app, when given. `rules`: the redaction rules (default: freeze's
-    defaults; core/redaction_config.rules_from_pyproject reads a project's)."""
+    """Turn capture on: outbound `requests` calls are recorded (unless `requests=False`);
+    `flask=True`: every Flask app created afterwards, through OpenTelemetry's
+    FlaskInstrumentor (what `opentelemetry-instrument` uses); `app`: this Flask app, through
+    the WSGI middleware. `rules`: the redaction rules (default: freeze's defaults;
+    core/redaction_config.rules_from_pyproject reads a project's)."""
     capture = Capture(Recorder(rules or RedactionRules(), max_body_bytes), tracer_provider)
     if requests:
         from opentelemetry.instrumentation.requests import RequestsInstrumentor
@@ -77,6 +87,18 @@ def install(
             response_hook=response_hook,
         )
         capture._instrumentors.append(instrumentor)
+    if flask:
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+        from pytest_incident.capture import flask_hooks
+
+        flask_instrumentor = FlaskInstrumentor()
+        flask_instrumentor.instrument(
+            tracer_provider=tracer_provider,
+            request_hook=flask_hooks.request_hook(capture.recorder),
+        )
+        capture._instrumentors.append(flask_instrumentor)
+        capture._disconnect.append(flask_hooks.connect(capture.recorder))
     if app is not None:
         capture.flask(app)
     return capture

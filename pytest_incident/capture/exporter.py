@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from threading import Lock
@@ -32,6 +33,7 @@ from pytest_incident.model.errors import SourceError
 from pytest_incident.model.spans import Span, SpanEvent, SpanKind
 
 _LOG = logging.getLogger(__name__)
+ENV_URL = "PYTEST_INCIDENT_CAPTURE_URL"
 _KINDS = {
     OtelKind.SERVER: SpanKind.SERVER,
     OtelKind.CLIENT: SpanKind.CLIENT,
@@ -44,14 +46,22 @@ _STATUS = {StatusCode.UNSET: "Unset", StatusCode.OK: "Ok", StatusCode.ERROR: "Er
 
 class ClickHouseSpanExporter(SpanExporter):
     """Writes spans into `url`'s traces table: `clickhouse://user@host:8123/db?table=...`
-    (the password from PYTEST_INCIDENT_CLICKHOUSE_PASSWORD or `environ`) or `chdb:///dir`."""
+    (the password from PYTEST_INCIDENT_CLICKHOUSE_PASSWORD or `environ`) or `chdb:///dir`;
+    without `url`, PYTEST_INCIDENT_CAPTURE_URL (`OTEL_TRACES_EXPORTER=pytest_incident_clickhouse`
+    makes the SDK create it so)."""
 
     def __init__(
-        self, url: str, *, variant: str = "map", environ: Mapping[str, str] | None = None
+        self,
+        url: str | None = None,
+        *,
+        variant: str = "map",
+        environ: Mapping[str, str] | None = None,
     ) -> None:
-        import os
-
-        self.ref = parse_reference(url, Path.cwd(), os.environ if environ is None else environ)
+        env = os.environ if environ is None else environ
+        url = url or env.get(ENV_URL, "")
+        if not url:
+            raise SourceError(f"the ClickHouse span exporter needs a URL: set {ENV_URL}")
+        self.ref = parse_reference(url, Path.cwd(), env)
         self.variant = variant
         self._writer: SpanWriter | None = None
         self._lock = Lock()

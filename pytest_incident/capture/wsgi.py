@@ -43,6 +43,19 @@ def set_redacted(
     span.set_attributes({k: v for k, v in redacted.items() if present.get(k) != v})
 
 
+def read_request_body(environ: dict[str, Any], cap: int) -> tuple[bytes, int]:
+    """The request body and its length, when the length is given and within `cap`; the
+    application then reads it from a fresh stream. Else (b"", the length), nothing read."""
+    length = keys.ascii_number(str(environ.get("CONTENT_LENGTH") or ""), 18)
+    if not length:
+        return b"", 0
+    if length > cap:
+        return b"", length
+    body = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(body)
+    return body, length
+
+
 class CaptureMiddleware:
     """Records the `incident.*` attributes of the current Server span (see the module)."""
 
@@ -54,7 +67,7 @@ class CaptureMiddleware:
         span = trace.get_current_span()
         if not span.is_recording():
             return self.app(environ, start_response)
-        body, size = self._request_body(environ)
+        body, size = read_request_body(environ, self.recorder.max_body_bytes)
         request = self.recorder.server_request(
             str(environ.get("REQUEST_METHOD", "GET")),
             str(environ.get("PATH_INFO", "") or "/"),
@@ -71,16 +84,6 @@ class CaptureMiddleware:
             return start_response(status, headers, *exc_info)
 
         return _Answer(self.app(environ, capture), span, self.recorder, answer, request)
-
-    def _request_body(self, environ: dict[str, Any]) -> tuple[bytes, int]:
-        length = keys.ascii_number(str(environ.get("CONTENT_LENGTH") or ""), 18)
-        if not length:
-            return b"", 0
-        if length > self.recorder.max_body_bytes:
-            return b"", length
-        body = environ["wsgi.input"].read(length)
-        environ["wsgi.input"] = io.BytesIO(body)
-        return body, length
 
 
 class _Answer:

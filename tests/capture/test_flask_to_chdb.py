@@ -178,6 +178,9 @@ def test_a_flask_service_recorded_into_chdb_replays_from_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     source = f"chdb://{chdb_dir}?database={DATABASE}"
+    client = connect(parse_reference(source, Path.cwd(), {}))
+    client.command(f"DROP DATABASE IF EXISTS {DATABASE}")  # this test's own, made afresh
+    client.close()
     record(project.path, source, monkeypatch)
     assert len(upstream) == 2  # the service really called the fake, with the real token
     assert all(seen["Authorization"] == f"Bearer {UPSTREAM_TOKEN}" for seen in upstream)
