@@ -70,6 +70,7 @@ def add_parser(commands: Any) -> None:
 @dataclass(frozen=True)
 class Query:
     reference: str
+    option: str  # how the command line named it: "--source " or "" (FILE)
     window: Window | None
     limit: int
 
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
         if nothing_in_window(exc):
             console.error(f"{PROG}: {exc}")
             return PROBLEMS
-        console.error(f"{PROG}: {_named(query)}{exc}")
+        console.error(f"{PROG}: {query.option}{exc}")
         return SOURCE_ERROR
     except IncidentError as exc:
         console.error(f"{PROG}: {exc}")
@@ -110,11 +111,8 @@ def _query(args: argparse.Namespace) -> Query:
             f"--source {reference}: a ClickHouse source is validated one window at a time; "
             "give --window A..B"
         )
-    return Query(reference, window, args.max)
-
-
-def _named(query: Query) -> str:
-    return "" if query.reference.strip().startswith(("clickhouse:", "chdb:")) else "--source "
+    option = "" if args.file is not None else "--source "
+    return Query(reference, option, window, args.max)
 
 
 def _spans(query: Query) -> Iterator[Span | RecordingError]:

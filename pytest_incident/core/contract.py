@@ -83,6 +83,16 @@ class Checker:
             self.servers[span.trace_id] = (
                 span.timestamp_ns if start is None else min(start, span.timestamp_ns)
             )
+            if start is not None:
+                yield _finding(
+                    WARNING,
+                    span,
+                    "span",
+                    "TraceId",
+                    "a second Server span in the trace: each is replayed, and every outbound "
+                    "call of the trace is served to both (a recording holds one request per "
+                    "trace: the service under test's)",
+                )
             yield from _request(span)
         elif is_outbound_http(span):
             self._child(span, "outbound call span")
@@ -98,7 +108,7 @@ class Checker:
                 "a Producer span (a job enqueued) without messaging.system: say which queue "
                 "system (rq, celery); replay does not serve it, the job stub records it live",
             )
-        yield from _bodies(span, "span")
+        yield from _bodies(span, "outbound call span" if is_outbound_http(span) else "span")
 
     def _child(self, span: Span, role: str) -> None:
         child = _Child(span.span_id, role, span.timestamp_ns, span.origin)
