@@ -28,7 +28,6 @@ PROBLEM, WARNING = "problem", "warning"
 BODY_KEYS = (keys.REQUEST_BODY, keys.RESPONSE_BODY, keys.MESSAGE_BODY)
 MIN_BASE64_LOOKING = 16  # shorter text is too often a word or a token to call it base64
 _BASE64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
-_BINARY_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")  # not in text
 _TEXT_TYPES = ("text/", "json", "xml", "x-www-form-urlencoded", "javascript", "yaml", "csv")
 _HEADERS_OF = {
     keys.REQUEST_BODY: keys.REQUEST_HEADERS,
@@ -266,14 +265,24 @@ def _bodies(span: Span, role: str) -> Iterator[Finding]:
             continue
         if span.attributes.get(key + keys.ENCODING_SUFFIX):
             continue  # checked by replayable
-        if _BINARY_RE.search(body):
+        if keys.LOST_BYTES in body:
             yield _finding(
                 PROBLEM,
                 span,
                 role,
                 key,
-                "holds binary bytes stored as text (control characters or U+FFFD): they are "
-                f"lost; allowed: text, or the bytes in base64 with {key}.encoding: base64",
+                "holds U+FFFD: bytes that were not UTF-8 were replaced when the body was "
+                f"decoded, and are lost; allowed: text, or the bytes in base64 with "
+                f"{key}.encoding: base64",
+            )
+        elif keys.BINARY_LOOKING_RE.search(body):
+            yield _finding(
+                WARNING,
+                span,
+                role,
+                key,
+                "holds control characters: binary data stored as text is replayed as its "
+                f"UTF-8 encoding; record binary bytes in base64 with {key}.encoding: base64",
             )
         elif _binary_base64(body):
             severity = WARNING if _says_text(span, key) else PROBLEM
