@@ -171,7 +171,8 @@ def test_a_broken_file_stops_where_it_breaks(tmp_path: Path) -> None:
     run = run_validate(header.name, cwd=tmp_path)
     assert run.status == 1
     assert run.lines[0] == (
-        'nohead.events.jsonl:1: first line must be {"format": "pytest-incident-spans", "version": N}'
+        "nohead.events.jsonl:1: first line must be "
+        '{"format": "pytest-incident-spans", "version": N}'
     )
 
 
