@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pytest_incident.cli import freeze, load, sandbox, schema, tail
+from pytest_incident.cli import freeze, load, sandbox, schema, tail, validate
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     freeze.add_parser(commands)
     schema.add_parser(commands)
     load.add_parser(commands)
+    validate.add_parser(commands)
     return top
 
 

@@ -377,13 +377,13 @@ class _Lines:
         self.number = 0
         self.total = 0
 
-    def __iter__(self) -> Iterator[tuple[int, str]]:
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
         while True:
             line = self._read()
             if not line:
                 return
             self.number += 1
-            yield self.number, self._decode(line)
+            yield self.number, line
 
     def _read(self) -> bytes:
         limit = self.limits.line_bytes
@@ -414,22 +414,26 @@ class _Lines:
             )
         return line
 
-    def _decode(self, line: bytes) -> str:
-        try:
-            return line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise self._error(
-                self.number,
-                f"not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); "
-                "a recording is UTF-8 JSON Lines",
-            ) from None
-
     def _error(self, number: int, message: str) -> RecordingError:
         return RecordingError(self.path, number, message)
 
 
-def _check_header(path: Path, text: str | None, limits: ReadLimits) -> None:
+def _decode(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); "
+            "a recording is UTF-8 JSON Lines"
+        ) from None
+
+
+def _check_header(path: Path, line: bytes | None, limits: ReadLimits) -> None:
     expected = f'first line must be {{"format": "{FORMAT_NAME}", "version": N}}'
+    try:
+        text = _decode(line) if line is not None else None
+    except ValueError as exc:
+        raise RecordingError(path, 1, str(exc)) from None
     try:
         header = parse_line(text, limits.json_depth) if text and text.strip() else None
     except ValueError:
@@ -447,28 +451,46 @@ def _check_header(path: Path, text: str | None, limits: ReadLimits) -> None:
         )
 
 
-def read_spans(path: Path, limits: ReadLimits = ReadLimits()) -> Iterator[Span]:
-    """Stream the spans of a frozen file, checking its format line first; RecordingError at
-    the line for anything else (see the module comment)."""
+def _row_span(path: Path, number: int, line: bytes, limits: ReadLimits) -> Span | None:
+    """The span of one line (None for a blank one); ValueError for a row that is wrong."""
+    text = _decode(line)
+    if not text.strip():
+        return None
+    try:
+        row = parse_line(text, limits.json_depth)
+    except ValueError as exc:  # no row to read its span id from: find it
+        found = _SPAN_ID_IN_TEXT_RE.search(text)
+        raise ValueError(f"span {found[1]}: {exc}" if found else str(exc)) from None
+    if not isinstance(row, dict):
+        raise ValueError(f"a row must be a JSON object, got {_kind_of(row)}")
+    return row_to_span(row, SpanOrigin(path, number))
+
+
+def scan_spans(path: Path, limits: ReadLimits = ReadLimits()) -> Iterator[Span | RecordingError]:
+    """Stream the spans of a frozen file, and a RecordingError in place of each row that
+    is wrong (the scan goes on after it: `validate` reports them all). Raises RecordingError
+    for what ends the file's reading: its format line, a corrupt gzip stream, a cap."""
     with _open_regular(path, limits) as raw:
         lines = iter(_Lines(path, raw, limits))
         first = next(lines, None)
         _check_header(path, first[1] if first else None, limits)
         for number, line in lines:
-            if not line.strip():
-                continue
             try:
-                try:
-                    row = parse_line(line, limits.json_depth)
-                except ValueError as exc:  # no row to read its span id from: find it
-                    found = _SPAN_ID_IN_TEXT_RE.search(line)
-                    raise ValueError(f"span {found[1]}: {exc}" if found else str(exc)) from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"a row must be a JSON object, got {_kind_of(row)}")
-                span = row_to_span(row, SpanOrigin(path, number))
+                span = _row_span(path, number, line, limits)
             except ValueError as exc:  # JSONDecodeError is a ValueError
-                raise RecordingError(path, number, str(exc)) from None
-            yield span
+                yield RecordingError(path, number, str(exc))
+                continue
+            if span is not None:
+                yield span
+
+
+def read_spans(path: Path, limits: ReadLimits = ReadLimits()) -> Iterator[Span]:
+    """Stream the spans of a frozen file, checking its format line first; RecordingError at
+    the line for anything else (see the module comment)."""
+    for item in scan_spans(path, limits):
+        if isinstance(item, RecordingError):
+            raise item
+        yield item
 
 
 def write_spans(path: Path, spans: Iterable[Span]) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
@@ -45,6 +46,11 @@ KIND = "incident.kind"  # "smtp" for an email
 
 TIMEOUT = "timeout"
 
+# What text bodies do not hold: U+FFFD (bytes lost when they were decoded) and control
+# characters other than tab, LF and CR (binary data). encode_body stores such bytes in base64.
+LOST_BYTES = "\ufffd"
+BINARY_LOOKING_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
+
 
 def ascii_number(text: str, digits: int = 9) -> int | None:
     """The number `text` holds in ASCII digits (at most `digits` of them), else None:
@@ -74,11 +80,15 @@ def decode_body(attributes: Mapping[str, str], key: str) -> bytes:
 
 
 def encode_body(key: str, body: bytes) -> dict[str, str]:
-    """The attributes that store `body` under `key`: text, or base64 when not UTF-8."""
+    """The attributes that store `body` under `key`: text, or base64 when it is not UTF-8
+    or looks binary (BINARY_LOOKING_RE)."""
     try:
-        return {key: body.decode("utf-8")}
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
-        return {key: base64.b64encode(body).decode("ascii"), key + ENCODING_SUFFIX: "base64"}
+        text = None
+    if text is not None and not BINARY_LOOKING_RE.search(text):
+        return {key: text}
+    return {key: base64.b64encode(body).decode("ascii"), key + ENCODING_SUFFIX: "base64"}
 
 
 def decode_headers(attributes: Mapping[str, str], key: str) -> tuple[tuple[str, str], ...]:

@@ -78,53 +78,120 @@ def _shown(value: object, limit: int = 60) -> str:
 
 def check_request(span: Span) -> SpanProblem | None:
     """The first value of a Server span that cannot be replayed, or None."""
-    try:
-        _check_span(span)
-        _check_method(span)
-        path = _attr(span, keys.PATH) or "/"
-        if not path.startswith("/") or not _URL_CHARS_RE.fullmatch(path):
-            raise _Bad(keys.PATH, f"{_shown(path)}; allowed: a path from '/', {ASCII_TEXT}")
-        query = _attr(span, keys.QUERY)
-        if not _URL_CHARS_RE.fullmatch(query):
-            raise _Bad(keys.QUERY, f"{_shown(query)}; allowed: {ASCII_TEXT}")
-        route = _attr(span, keys.ROUTE)
-        if not route.isprintable():
-            raise _Bad(keys.ROUTE, f"{_shown(route)} holds control characters")
-        _status(span, 100, "a status code 100-599, or none (no answer)")
-        _check_message(span, keys.REQUEST_HEADERS, keys.REQUEST_BODY)
-        _check_message(span, keys.RESPONSE_HEADERS, keys.RESPONSE_BODY)
-    except _Bad as bad:
-        return SpanProblem(span, bad.field, bad.message)
-    return None
+    return next(iter(request_problems(span)), None)
 
 
 def check_call(span: Span) -> SpanProblem | None:
     """The first value of an outbound call's Client span that cannot be replayed, or None."""
-    try:
-        _check_span(span)
-        method = _check_method(span)
-        _url(span)
-        host = _attr(span, keys.SERVER_ADDRESS)
-        if host:
-            _host(keys.SERVER_ADDRESS, host)
-        port = _attr(span, keys.SERVER_PORT)
-        number = keys.ascii_number(port, 5)
-        if port and (number is None or not 0 < number < 65536):
-            raise _Bad(keys.SERVER_PORT, f"{_shown(port)}; allowed: ASCII digits, 1-65535")
-        status = _status(
-            span,
-            200,
-            "a final answer's status 200-599, or none (a call that failed without an answer)",
+    return next(iter(call_problems(span)), None)
+
+
+def request_problems(span: Span) -> list[SpanProblem]:
+    """Every value of a Server span that cannot be replayed (one per part checked), in the
+    order check_request finds them."""
+    return _problems(
+        span,
+        "span",
+        (
+            _check_span,
+            _check_method,
+            _check_path,
+            _check_query,
+            _check_route,
+            lambda s: _status(s, 100, "a status code 100-599, or none (no answer)"),
+            lambda s: _check_message(s, keys.REQUEST_HEADERS, keys.REQUEST_BODY),
+            lambda s: _check_message(s, keys.RESPONSE_HEADERS, keys.RESPONSE_BODY),
+        ),
+    )
+
+
+def call_problems(span: Span) -> list[SpanProblem]:
+    """Every value of an outbound call's Client span that cannot be replayed."""
+    return _problems(
+        span,
+        "outbound call span",
+        (
+            _check_span,
+            _check_method,
+            _url,
+            _check_address,
+            _check_port,
+            _check_call_status,
+            lambda s: _check_message(s, keys.REQUEST_HEADERS, keys.REQUEST_BODY),
+            lambda s: _check_message(s, keys.RESPONSE_HEADERS, keys.RESPONSE_BODY),
+            _check_bodiless,
+        ),
+    )
+
+
+def _problems(
+    span: Span, role: str, checks: tuple[Callable[[Span], object], ...]
+) -> list[SpanProblem]:
+    found: list[SpanProblem] = []
+    for check in checks:
+        try:
+            check(span)
+        except _Bad as bad:
+            if not any(p.field == bad.field for p in found):  # one problem per field
+                found.append(SpanProblem(span, bad.field, bad.message, role))
+    return found
+
+
+def _check_path(span: Span) -> None:
+    path = _attr(span, keys.PATH) or "/"
+    if not path.startswith("/") or not _URL_CHARS_RE.fullmatch(path):
+        raise _Bad(keys.PATH, f"{_shown(path)}; allowed: a path from '/', {ASCII_TEXT}")
+
+
+def _check_query(span: Span) -> None:
+    query = _attr(span, keys.QUERY)
+    if not _URL_CHARS_RE.fullmatch(query):
+        raise _Bad(keys.QUERY, f"{_shown(query)}; allowed: {ASCII_TEXT}")
+
+
+def _check_route(span: Span) -> None:
+    route = _attr(span, keys.ROUTE)
+    if not route.isprintable():
+        raise _Bad(keys.ROUTE, f"{_shown(route)} holds control characters")
+
+
+def _check_address(span: Span) -> None:
+    host = _attr(span, keys.SERVER_ADDRESS)
+    if host:
+        _host(keys.SERVER_ADDRESS, host)
+
+
+def _check_port(span: Span) -> None:
+    port = _attr(span, keys.SERVER_PORT)
+    number = keys.ascii_number(port, 5)
+    if port and (number is None or not 0 < number < 65536):
+        raise _Bad(keys.SERVER_PORT, f"{_shown(port)}; allowed: ASCII digits, 1-65535")
+
+
+def _check_call_status(span: Span) -> None:
+    status = _status(
+        span,
+        200,
+        "a final answer's status 200-599, or none (a call that failed without an answer)",
+    )
+    if status is not None and _attr(span, keys.ERROR_TYPE) == keys.TIMEOUT:
+        raise _Bad(
+            keys.ERROR_TYPE,
+            f"'{keys.TIMEOUT}' on a call answered with {status}; allowed: a call that timed out "
+            f"has no {keys.STATUS} (or drop {keys.ERROR_TYPE} when it was answered)",
         )
-        _check_message(span, keys.REQUEST_HEADERS, keys.REQUEST_BODY)
-        _check_message(span, keys.RESPONSE_HEADERS, keys.RESPONSE_BODY)
-        bodiless = method == "HEAD" or status in NO_BODY_STATUSES
-        if bodiless and keys.decode_body(span.attributes, keys.RESPONSE_BODY):
-            answer = "an answer to HEAD" if method == "HEAD" else f"a {status} answer"
-            raise _Bad(keys.RESPONSE_BODY, f"{answer} carries no body; allowed: empty")
-    except _Bad as bad:
-        return SpanProblem(span, bad.field, bad.message, "outbound call span")
-    return None
+
+
+def _check_bodiless(span: Span) -> None:
+    try:
+        method = _check_method(span)
+        status = _status(span, 200, "")
+        body = keys.decode_body(span.attributes, keys.RESPONSE_BODY)
+    except (_Bad, ValueError):
+        return  # reported by the checks of those fields
+    if (method == "HEAD" or status in NO_BODY_STATUSES) and body:
+        answer = "an answer to HEAD" if method == "HEAD" else f"a {status} answer"
+        raise _Bad(keys.RESPONSE_BODY, f"{answer} carries no body; allowed: empty")
 
 
 # -- the parts -------------------------------------------------------------------------------

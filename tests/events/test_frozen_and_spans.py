@@ -347,3 +347,31 @@ def test_minimal_row_gets_defaults(tmp_path: Path) -> None:
     assert span.status_code == "Unset"
     assert span.events == ()
     assert span.attributes == {"server.port": "443", "flag": "true", "s": "x"}
+
+
+def test_scan_goes_on_past_a_bad_row_and_read_stops_at_it(tmp_path: Path) -> None:
+    """scan_spans (validate) yields each bad row's error in its place and reads on;
+    read_spans (replay) raises the first. Non-UTF-8 bytes are one bad row too."""
+    from pytest_incident.events.frozen import scan_spans
+
+    good = '{"Timestamp": 1, "TraceId": "ab", "SpanId": "01", "SpanKind": "Server"}'
+    path = tmp_path / "mixed.events.jsonl"
+    path.write_bytes(
+        b'{"format": "pytest-incident-spans", "version": 1}\n'
+        + good.encode()
+        + b"\n"
+        + b'{"Timestamp": 1, "SpanId": "02"}\n'
+        + b"\xff\xfe\n\n"
+        + good.replace('"01"', '"03"').encode()
+        + b"\n"
+    )
+    items = list(scan_spans(path))
+    assert [type(i).__name__ for i in items] == ["Span", "RecordingError", "RecordingError", "Span"]
+    errors = [i for i in items if isinstance(i, RecordingError)]
+    assert [(e.line, e.message) for e in errors] == [
+        (3, "span 02: missing column TraceId"),
+        (4, "not UTF-8 text (byte 0xff at column 1); a recording is UTF-8 JSON Lines"),
+    ]
+    with pytest.raises(RecordingError) as raised:
+        list(read_spans(path))
+    assert raised.value.line == 3

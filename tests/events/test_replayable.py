@@ -185,6 +185,8 @@ BAD_CALLS = [
       "incident.response.body.encoding": "base64"}, "incident.response.body", "base64"),
     ({"incident.request.body": "!", "incident.request.body.encoding": "base64"},
      "incident.request.body", "base64"),
+    ({"error.type": "timeout", "http.response.status_code": "200"}, "error.type",
+     "a call that timed out has no http.response.status_code"),
 ]  # fmt: skip
 
 
@@ -238,6 +240,10 @@ def test_the_twin_hosts_get_a_stub_certificate() -> None:
 def test_a_call_without_an_answer_is_replayable() -> None:
     timed_out = call({"error.type": "timeout"})
     assert timed_out.problem is None and timed_out.status is None
+    reset = call({"error.type": "connection_reset"})
+    assert reset.problem is None and not reset.timed_out
+    answered_anyway = call({"error.type": "ConnectionError", "http.response.status_code": "502"})
+    assert answered_anyway.problem is None  # an error with an answer: the answer is served
 
 
 def test_the_owner_keeps_its_own_problem_first() -> None:
