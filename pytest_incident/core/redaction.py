@@ -2,13 +2,18 @@
 # frozen into a repository. Pure: spans and rules in, spans and a report out; no I/O.
 #
 # What counts as a secret (README "Redaction"):
-#   - the values of headers named Authorization, Proxy-Authorization, Cookie, Set-Cookie, and
-#     of headers whose name looks like a secret (api-key, token, secret, password, auth);
-#   - the values of JSON keys, form fields and query parameters named like a secret
-#     (password, passwd, secret, token, api key, access key, private key, credential, card
-#     number, cvv, ...), at any depth, in every body of every span, in `url.query`, the
-#     query of `url.full` and `incident.db.params` (a parameter's name is its column in the
-#     statement); the password of a URL's user info; attributes named like a secret;
+#   - the values of headers named Authorization, Proxy-Authorization (Basic credentials
+#     decoded: the password replaced, the user too when it is the key), Cookie, Set-Cookie
+#     (folded ones too), and of headers whose name looks like a secret (api-key, token,
+#     secret, password, signature, auth);
+#   - the values of JSON keys, form fields, multipart parts and query parameters named like a
+#     secret (password, passwd, secret, token, signature, sig, api key, access key, private
+#     key, credential, card number, cvv, ...), at any depth, in every body of every span, in
+#     `url.query`, the query of any URL, `incident.db.params` and the literals of
+#     `db.query.text` (a parameter's or literal's name is its column in the statement); the
+#     password of a URL's user info (or the user, without a password: a token); the path
+#     segments a route template names like a secret (`/reset/{token}`); attributes named
+#     like a secret;
 #   - card numbers anywhere in text: 13 to 19 digits (spaces or dashes between groups
 #     allowed), the first one 2 to 6 (the card networks' ranges), Luhn-checked;
 #   - what the rules of `[tool.pytest-incident.redact]` add (core/redaction_config.py):
@@ -25,10 +30,14 @@
 # a placeholder is the same in a URL, a form, JSON and a header, and can never be part of a
 # card number. Redaction is idempotent: placeholders are never redacted again.
 #
-# Every body is read as what it is: JSON (parsed, walked, written back only when something
-# changed), a form, or text; a base64 body is decoded (and gunzipped or inflated when its
-# Content-Encoding says so) and encoded back the same way. A JSON body nested too deep to
-# walk is replaced whole. The report counts what was redacted by rule and place, never a value.
+# Every body, and every attribute value, is read as what it is: multipart (by its boundary),
+# JSON (parsed, walked, written back only when something changed; JSON in its strings too),
+# a URL, a form, base64 of JSON, JSON inside text (NDJSON, `data: {...}`, a log line), or
+# text; a base64 body is decoded (and gunzipped or inflated when its Content-Encoding says
+# so, or it starts as gzip does) and encoded back the same way; one in another encoding
+# (br, zstd) cannot be read and is replaced whole. JSON nested too deep to walk (counting the
+# JSON strings it is inside of) is replaced whole. The report counts what was redacted by
+# rule and place, never a value.
 from __future__ import annotations
 
 import base64
@@ -44,7 +53,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import quote, quote_plus, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit, urlunsplit
 
 from pytest_incident.model import conventions as keys
 from pytest_incident.model.spans import Span
@@ -76,9 +85,11 @@ SECRET_WORDS = (
     "ccnumber",
     "cvv",
     "cvc",
+    "signature",
 )
-# ... or is one of these (`auth`, or `pin`, but not `author` or `spinner`)
-SECRET_NAMES = ("auth", "pwd", "pin", "otp", "cookie", "session", "sessionid")
+# ... or is one of these (`auth`, or `pin`, but not `author` or `spinner`; `sig`: a signed
+# URL's signature, Azure's SAS `&sig=`, is the credential)
+SECRET_NAMES = ("auth", "pwd", "pin", "otp", "cookie", "session", "sessionid", "sig")
 # "tokens" counts things (max_tokens, total_tokens), it holds no secret
 _SECRET_NAME_RE = re.compile("|".join(w if w != "token" else "token(?!s)" for w in SECRET_WORDS))
 _NAME_SEPARATORS_RE = re.compile(r"[^a-z0-9]")
@@ -88,14 +99,32 @@ _GROUP_RE = re.compile(r"[0-9]+")
 _CARD_DIGITS = (13, 19)
 _CARD_FIRST_DIGITS = "23456"
 _FORM_RE = re.compile(r"[^=&\s]+=[^&\s]*(?:&[^=&\s]+=[^&\s]*)*&?")
-# SQL: `column = $1` (also %s, ?, :name, %(name)s) and INSERT's column list
-_SQL_PARAM_RE = re.compile(r"\$([0-9]+)|%\(([A-Za-z_]\w*)\)s|%s|\?|(?<![:\w]):([A-Za-z_]\w*)")
+# SQL: `column = $1` (also %s, ?, :name, %(name)s, and a 'literal'), inside a function call
+# (`password = crypt($1, ...)`), and INSERT's column list, for every row of its VALUES
+_SQL_SLOT_RE = re.compile(
+    r"'(?:[^']|'')*'|\$([0-9]+)|%\(([A-Za-z_]\w*)\)s|%s|\?|(?<![:\w]):([A-Za-z_]\w*)"
+)
 _SQL_COMPARED_RE = re.compile(
-    r"([A-Za-z_][\w.\"]*)\s*(?:=|<>|!=|<=|>=|<|>|\bLIKE\b|\bILIKE\b|\bIN\b\s*\()\s*$", re.I
+    r"([A-Za-z_][\w.\"]*)\s*(?:=|<>|!=|<=|>=|<|>|\bLIKE\b|\bILIKE\b|\bIN\b\s*\()\s*"
+    r"(?:[A-Za-z_]\w*\s*\(\s*)*$",
+    re.I,
 )
-_SQL_INSERT_RE = re.compile(
-    r"\bINSERT\s+INTO\s+[\w.\"]+\s*\(([^)]*)\)\s*VALUES\s*\(([^)]*)\)", re.I | re.S
-)
+_SQL_INSERT_RE = re.compile(r"\bINSERT\s+INTO\s+[\w.\"`]+\s*\(([^)]*)\)\s*VALUES\s*", re.I | re.S)
+_SQL_VALUES_TOKEN_RE = re.compile(r"'(?:[^']|'')*'|[(),;]")
+# a parameter of a route template: {name}, {name:type}, <name>, <type:name>, :name
+_ROUTE_PARAM_RE = re.compile(r"\{(\w+)(?::[^}]*)?\}|<(?:[^:>]+:)?(\w+)>|:(\w+)\??")
+# text that is a URL, or a path with a query (`http.target`)
+_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+|/\S*\?\S*")
+_BASE64_RE = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
+# folded Set-Cookie values: `a=1; Path=/, b=2` (the comma of an Expires date is no fold)
+_SET_COOKIE_FOLD_RE = re.compile(r"(,\s*)(?=[^;,=\s]+=)")
+_BOUNDARY_RE = re.compile(r"boundary=(?:\"([^\"]+)\"|([^;\s]+))", re.I)
+_PART_NAME_RE = re.compile(r"\bname=(?:\"([^\"]*)\"|([^;\s]+))", re.I)
+_PART_TYPE_RE = re.compile(r"^content-type:\s*([^\r\n]+)", re.I | re.M)
+_GZIP_MAGIC = b"\x1f\x8b"
+# a Basic user that is a key, not a name: 16 or more letters, digits, `_-.`, with a digit
+_KEY_SHAPED_RE = re.compile(r"(?=[^0-9]*[0-9])[A-Za-z0-9_.-]{16,}")
+MAX_JSON_TRIES = 64  # brackets tried as the start of JSON inside a text
 _HEADER_ATTRIBUTE_RE = re.compile(r"http\.(?:request|response)\.header\.(.+)")
 _BODY_KEYS = (keys.REQUEST_BODY, keys.RESPONSE_BODY, keys.MESSAGE_BODY)
 _HEADERS_OF_BODY = {
@@ -259,6 +288,11 @@ class Redactor:
         self._counting = True
         return [self._span(span) for span in originals]
 
+    def redact_text(self, text: str, place: str) -> str:
+        """`text` (not from a span: a filter written into the incident file) with the text
+        rules of the spans redacted last: the secrets they held, card numbers, patterns."""
+        return self._text(text, place)
+
     # -- the pieces of a span -------------------------------------------------------------
 
     def _span(self, span: Span) -> Span:
@@ -294,14 +328,47 @@ class Redactor:
                 out[key] = self._url(value, _PLACES[key])
             elif key == keys.DB_PARAMS:
                 out[key] = self._db_params(value, attributes.get(keys.DB_STATEMENT, ""))
+            elif key == keys.DB_STATEMENT:
+                out[key] = self._statement(value, _PLACES[key])
+            elif key == keys.PATH:
+                out[key] = self._path(value, attributes.get(keys.ROUTE, ""), f"attribute {key}")
             elif header := _HEADER_ATTRIBUTE_RE.fullmatch(key):
-                rule = self.rules.header_rule(header.group(1).replace("_", "-"))
-                out[key] = self._whole(value, rule, key) if rule else self._text(value, key)
+                out[key] = self._captured_header(header.group(1).replace("_", "-"), value, key)
             elif (rule := self.rules.field_rule(key.rpartition(".")[2])) is not None:
                 out[key] = self._whole(value, rule, f"attribute {key}")
-            else:
-                out[key] = self._text(value, _PLACES.get(key, f"attribute {key}"))
+            else:  # read as what it is: JSON, a URL, a form, JSON in a log line, or text
+                out[key] = self._body_text(value, "", _PLACES.get(key, f"attribute {key}"))
         return out
+
+    def _captured_header(self, name: str, value: str, place: str) -> str:
+        """`http.request.header.<name>`: the semantic conventions' list of values (as JSON
+        text), or one value; each redacted as the header's value is."""
+        if value.startswith("["):
+            try:
+                values = json.loads(value)
+            except (ValueError, RecursionError):
+                values = None
+            if isinstance(values, list) and all(isinstance(v, str) for v in values):
+                new = [self._header_value(name, v, place) for v in values]
+                return value if new == values else json.dumps(new, ensure_ascii=False)
+        new_value = self._header_value(name, value, place)
+        return new_value if isinstance(new_value, str) else value
+
+    def _path(self, path: str, route: str, place: str) -> str:
+        """`url.path`, with the segments its route template names like a secret replaced
+        (`/reset/{token}`: a token in a path has no other name)."""
+        template = route.split("/") if route else []
+        segments = path.split("/")
+        if len(template) == len(segments) > 1:
+            for index, part in enumerate(template):
+                param = _ROUTE_PARAM_RE.fullmatch(part)
+                name = next((g for g in param.groups() if g), "") if param else ""
+                rule = self.rules.field_rule(name) if name else None
+                if rule and segments[index]:
+                    secret = unquote(segments[index])
+                    segments[index] = quote(self._replace(secret, rule, place), safe="")
+            path = "/".join(segments)
+        return self._text(path, place)
 
     # -- placeholders and text ------------------------------------------------------------
 
@@ -407,14 +474,38 @@ class Redactor:
         lower = name.lower()
         if lower in _AUTH_HEADERS:  # keep the scheme: `Bearer <placeholder>`
             scheme, space, credentials = text.partition(" ")
-            if space and credentials.strip() and scheme.isalpha():
-                return f"{scheme} {self._replace(credentials.strip(), rule, place)}"
+            credentials = credentials.strip()
+            if space and credentials and scheme.isalpha():
+                basic = self._basic(credentials, rule, place) if scheme.lower() == "basic" else None
+                return f"{scheme} {basic or self._replace(credentials, rule, place)}"
         if lower == "cookie" and "=" in text:
             return "; ".join(self._cookie(part, rule, place) for part in text.split(";"))
-        if lower == "set-cookie" and "=" in text:
-            first, semicolon, attributes = text.partition(";")
-            return self._cookie(first, rule, place) + semicolon + attributes
+        if lower == "set-cookie" and "=" in text:  # folded: `a=1; Path=/, b=2; HttpOnly`
+            pieces = _SET_COOKIE_FOLD_RE.split(text)
+            for index in range(0, len(pieces), 2):
+                first, semicolon, attributes = pieces[index].partition(";")
+                pieces[index] = self._cookie(first, rule, place) + semicolon + attributes
+            return "".join(pieces)
         return self._replace(text, rule, place)
+
+    def _basic(self, credentials: str, rule: str, place: str) -> str | None:
+        """`Basic` credentials with the password replaced, and the user when it is the
+        credential (an empty password, as Stripe's key; or shaped like a key, as a token
+        with `x-oauth-basic`), encoded again: a service that decodes them (and sends them
+        on) sees the user it knows and a placeholder, and the password is swept from the
+        other spans as any secret found by name. None when not base64 of `user:password`."""
+        try:
+            user, colon, password = (
+                base64.b64decode(credentials, validate=True).decode().partition(":")
+            )
+        except (binascii.Error, ValueError):
+            return None
+        if not colon:
+            return None
+        if not password or _KEY_SHAPED_RE.fullmatch(user):
+            user = self._replace(user, rule, place)
+        pair = f"{user}:{self._replace(password, rule, place)}"
+        return base64.b64encode(pair.encode()).decode("ascii")
 
     def _cookie(self, pair: str, rule: str, place: str) -> str:
         name, equals, value = pair.strip().partition("=")
@@ -443,8 +534,15 @@ class Redactor:
 
     def _body_bytes(self, data: bytes, content_type: str, encoding: str, place: str) -> bytes:
         """A base64 body's bytes, redacted: inflated and compressed again when its
-        Content-Encoding is gzip or deflate; text when UTF-8, else Latin-1."""
-        if encoding in ("gzip", "x-gzip", "deflate"):
+        Content-Encoding is gzip or deflate (or, without one, when it is gzip's); text when
+        UTF-8, else Latin-1. Another Content-Encoding (br, zstd) cannot be read: whole."""
+        encoding = encoding.lower()
+        if encoding in ("", "identity") and data[:2] == _GZIP_MAGIC:
+            inflated = _inflate(data, "gzip")
+            if inflated is not None:
+                new = self._body_bytes(inflated, content_type, "", place)
+                return data if new == inflated else _deflate(new, "gzip")
+        elif encoding in ("gzip", "x-gzip", "deflate"):
             inflated = _inflate(data, encoding)
             if inflated is None:
                 return self._replace(
@@ -452,38 +550,123 @@ class Redactor:
                 ).encode("latin-1")
             new = self._body_bytes(inflated, content_type, "", place)
             return data if new == inflated else _deflate(new, encoding)
+        elif encoding not in ("", "identity"):
+            return self._replace(
+                data.decode("latin-1"), "a compressed body that cannot be read, whole", place
+            ).encode("latin-1")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            return self._text(data.decode("latin-1"), place).encode("latin-1")
+            return self._body_text(data.decode("latin-1"), content_type, place).encode("latin-1")
         return self._body_text(text, content_type, place).encode("utf-8")
 
-    def _body_text(self, text: str, content_type: str, place: str) -> str:
+    def _body_text(self, text: str, content_type: str, place: str, depth: int = 0) -> str:
+        """Text read for what it is: a multipart body, JSON (also after a byte-order mark),
+        a URL, a form, base64 of JSON, JSON inside lines of text (NDJSON, server-sent
+        events, a log line), or plain text. `depth`: how deep in JSON this text is."""
         if not text:
             return text
+        kind = content_type.lower()
         stripped = text.strip()
-        if stripped[:1] in ("{", "[") or "json" in content_type:
-            try:
-                data = json.loads(text)
-            except (ValueError, RecursionError):
-                data = _NOT_JSON
-            if data is not _NOT_JSON and isinstance(data, dict | list):
-                if _depth(data) > MAX_JSON_DEPTH:
-                    return self._replace(text, "a JSON body nested too deep, whole", place)
-                new = self._json(data, (), place)
-                return text if new == data else _dump_like(new, text)
-        if "x-www-form-urlencoded" in content_type or _FORM_RE.fullmatch(stripped):
+        if kind.startswith("multipart/") and (boundary := _BOUNDARY_RE.search(content_type)):
+            return self._multipart(text, boundary.group(1) or boundary.group(2), place, depth)
+        bom = "\ufeff" if stripped.startswith("\ufeff") else ""
+        body = text.lstrip()[1:] if bom else text
+        if stripped.lstrip("\ufeff")[:1] in ("{", "[") or "json" in kind:
+            data = _json_value(body)
+            if isinstance(data, dict | list):
+                return text[: len(text) - len(body)] + self._json_text(data, body, place, depth)
+        if _URL_RE.fullmatch(stripped) and stripped == text:
+            return self._url(text, place)
+        if _BASE64_RE.fullmatch(stripped) and len(stripped) % 4 == 0:
+            inner = _base64_json(stripped)
+            if inner is not None:
+                new = self._json_text(inner[0], inner[1], place, depth)
+                if new != inner[1]:
+                    return text.replace(stripped, base64.b64encode(new.encode()).decode("ascii"))
+                return text
+        if "x-www-form-urlencoded" in kind or _FORM_RE.fullmatch(stripped):
             return self._form(text, place)
+        if "{" in text or "[" in text:
+            return self._json_in_text(text, place, depth)
         return self._text(text, place)
 
-    def _json(self, value: Any, path: tuple[str, ...], place: str) -> Any:
+    def _json_text(
+        self, data: dict[Any, Any] | list[Any], text: str, place: str, depth: int
+    ) -> str:
+        """JSON `data` parsed from `text`, redacted and written back like it (or `text` when
+        nothing changed); nested too deep (counting the JSON it is inside of): whole."""
+        if depth + _depth(data) > MAX_JSON_DEPTH:
+            return self._replace(text, "a JSON body nested too deep, whole", place)
+        new = self._json(data, (), place, depth)
+        return text if new == data else _dump_like(new, text)
+
+    def _json_in_text(self, text: str, place: str, depth: int) -> str:
+        """Text with JSON objects or arrays inside (`data: {...}`, one JSON per line, a log
+        line that ends in JSON): each redacted as JSON, the text around them as text."""
+        decoder = json.JSONDecoder()
+        out: list[str] = []
+        position = 0
+        tries = 0
+        index = _next_bracket(text, 0)
+        while index >= 0 and tries < MAX_JSON_TRIES:
+            tries += 1
+            try:
+                data, end = decoder.raw_decode(text, index)
+            except (ValueError, RecursionError):
+                index = _next_bracket(text, index + 1)
+                continue
+            if isinstance(data, dict | list):
+                out += [self._text(text[position:index], place)]
+                out += [self._json_text(data, text[index:end], place, depth)]
+                position = end
+            index = _next_bracket(text, end)
+        if not out:
+            return self._text(text, place)
+        out.append(self._text(text[position:], place))
+        return "".join(out)
+
+    def _multipart(self, text: str, boundary: str, place: str, depth: int) -> str:
+        """A multipart body: each part's value redacted when its name looks like a secret's,
+        else read for what its Content-Type says; the delimiters and part headers stay."""
+        delimiter = "--" + boundary
+        pieces = text.split(delimiter)
+        if len(pieces) < 3:
+            return self._text(text, place)
+        out = [self._text(pieces[0], place)]
+        for piece in pieces[1:]:
+            if piece.startswith("--"):  # the closing delimiter, then the epilogue
+                out.append(self._text(piece, place))
+                continue
+            separator = "\r\n\r\n" if "\r\n\r\n" in piece else "\n\n"
+            head, found, rest = piece.partition(separator)
+            if not found:
+                out.append(self._text(piece, place))
+                continue
+            ending = "\r\n" if rest.endswith("\r\n") else "\n" if rest.endswith("\n") else ""
+            value = rest[: len(rest) - len(ending)]
+            name = _PART_NAME_RE.search(head)
+            rule = self.rules.field_rule(name.group(1) or name.group(2) or "") if name else None
+            part_type = _PART_TYPE_RE.search(head)
+            if rule and value:
+                value = self._replace(value, rule, place)
+            else:
+                value = self._body_text(
+                    value, part_type.group(1).strip() if part_type else "", place, depth
+                )
+            out.append(self._text(head, place) + separator + value + ending)
+        return delimiter.join(out)
+
+    def _json(self, value: Any, path: tuple[str, ...], place: str, depth: int = 0) -> Any:
         if isinstance(value, dict):
             out: dict[str, Any] = {}
             for name, item in value.items():
                 here = (*path, name)
                 rule = self._json_rule(name, here)
                 out[name] = (
-                    self._json_secret(item, rule, place) if rule else self._json(item, here, place)
+                    self._json_secret(item, rule, place)
+                    if rule
+                    else self._json(item, here, place, depth)
                 )
             return out
         if isinstance(value, list):
@@ -492,11 +675,13 @@ class Redactor:
                 here = (*path, str(index))
                 rule = self._path_rule(here)
                 out_list.append(
-                    self._json_secret(item, rule, place) if rule else self._json(item, here, place)
+                    self._json_secret(item, rule, place)
+                    if rule
+                    else self._json(item, here, place, depth)
                 )
             return out_list
-        if isinstance(value, str):
-            return self._text(value, place)
+        if isinstance(value, str):  # JSON, a form or a URL in a string are read too
+            return self._body_text(value, "", place, depth + len(path) + 1)
         if isinstance(value, int) and not isinstance(value, bool):
             text = str(value)
             new = self._text(text, place)
@@ -561,6 +746,8 @@ class Redactor:
             user, colon, password = userinfo.partition(":")
             if colon and password:
                 password = self._replace(unquote_plus(password), "the password of a URL", place)
+            elif not colon and user:  # a user without a password is a token (https://TOKEN@host)
+                user = self._replace(unquote_plus(user), "the user of a URL (no password)", place)
             netloc = f"{user}{colon}{password}@{host}"
         new = (
             parts.scheme,
@@ -579,25 +766,79 @@ class Redactor:
             params = json.loads(raw)
         except (ValueError, RecursionError):
             return self._text(raw, place)
-        if isinstance(params, dict):  # named parameters: their names
-            new: Any = self._json(params, (), place)
+        new: Any
+        if isinstance(params, dict):  # named parameters: their names, or their columns
+            named = sql_named_columns(statement)
+            new = {}
+            for name, value in params.items():
+                rule = self._json_rule(name, (name,))
+                if rule is None and named.get(name):
+                    rule = self.rules.field_rule(named[name])
+                new[name] = (
+                    self._json_secret(value, rule, place)
+                    if rule
+                    else self._json(value, (name,), place)
+                )
         elif isinstance(params, list):
             columns = sql_parameter_columns(statement)
             new = []
             for index, value in enumerate(params):
-                rule = self.rules.field_rule(columns.get(index, "")) if index in columns else None
+                rule = self.rules.field_rule(columns[index]) if index in columns else None
                 if rule:
                     new.append(self._json_secret(value, rule, place))
-                elif isinstance(value, str) and value.strip()[:1] in ("{", "["):
-                    new.append(self._body_text(value, "", place))
                 else:
                     new.append(self._json(value, (), place))
         else:
             return self._text(raw, place)
         return raw if new == params else json.dumps(new, ensure_ascii=False)
 
+    def _statement(self, statement: str, place: str) -> str:
+        """A database statement: the 'literals' compared with or inserted into a column
+        named like a secret replaced (`password = 'x'`), then the text rules."""
+        out: list[str] = []
+        position = 0
+        for slot in _sql_slots(statement):
+            rule = self.rules.field_rule(slot.column) if slot.column else None
+            if slot.kind != "literal" or rule is None or slot.end - slot.start <= 2:
+                continue
+            literal = statement[slot.start + 1 : slot.end - 1].replace("''", "'")
+            out += [statement[position : slot.start], f"'{self._replace(literal, rule, place)}'"]
+            position = slot.end
+        if not out:
+            return self._text(statement, place)
+        out.append(statement[position:])
+        return self._text("".join(out), place)
+
 
 _NOT_JSON = object()
+
+
+def _json_value(text: str) -> Any:
+    """The JSON value `text` holds, or _NOT_JSON."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
+
+
+def _base64_json(text: str) -> tuple[dict[Any, Any] | list[Any], str] | None:
+    """The JSON object or array that base64 `text` encodes (as UTF-8), and its text."""
+    try:
+        decoded = base64.b64decode(text, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    if decoded.strip()[:1] not in ("{", "["):
+        return None
+    data = _json_value(decoded)
+    return (data, decoded) if isinstance(data, dict | list) else None
+
+
+def _next_bracket(text: str, start: int) -> int:
+    """Where the next `{` or `[` in `text` is, from `start`; -1 when none."""
+    brace, bracket = text.find("{", start), text.find("[", start)
+    if brace < 0 or bracket < 0:
+        return max(brace, bracket)
+    return min(brace, bracket)
 
 
 def _shown(name: str) -> str:
@@ -654,13 +895,14 @@ class _Sweep:
 
 
 def _content_headers(raw: str) -> tuple[str, str]:
-    """The Content-Type and Content-Encoding of recorded headers, lower case ("" if none)."""
+    """The Content-Type (as written: a multipart boundary is case-sensitive) and the
+    Content-Encoding (lower case) of recorded headers ("" if none)."""
     try:
         pairs = keys.decode_headers({"h": raw}, "h")
     except ValueError:
         return "", ""
-    found = {name.lower(): value.lower().strip() for name, value in pairs}
-    return found.get("content-type", ""), found.get("content-encoding", "")
+    found = {name.lower(): value.strip() for name, value in pairs}
+    return found.get("content-type", ""), found.get("content-encoding", "").lower()
 
 
 def _inflate(data: bytes, encoding: str) -> bytes | None:
@@ -709,32 +951,98 @@ def _dump_like(value: Any, original: str) -> str:
     return json.dumps(value, ensure_ascii=False, separators=separators)
 
 
+@dataclass(frozen=True)
+class _SqlSlot:
+    """A parameter or a 'literal' of a statement, and the column it goes with ("")."""
+
+    kind: str  # "literal", "positional" or "named"
+    key: int | str  # a positional parameter's index, a named one's name
+    start: int
+    end: int
+    column: str
+
+
+def _sql_slots(statement: str) -> list[_SqlSlot]:
+    """The parameters and literals of `statement`, each with the column it is compared
+    with (`col = $1`, `col = lower(?)`) or inserted into (`INSERT INTO t (a, b) VALUES
+    ($1, $2), ($3, $4)`); a literal's `?` or `:name` is no parameter."""
+    slots: list[_SqlSlot] = []
+    positional = 0
+    for match in _SQL_SLOT_RE.finditer(statement):
+        text = match.group(0)
+        key: int | str
+        if text.startswith("'"):
+            kind, key = "literal", len(slots)
+        elif match.group(1):
+            kind, key = "positional", int(match.group(1)) - 1
+        elif text in ("%s", "?"):
+            kind, key = "positional", positional
+            positional += 1
+        else:
+            kind, key = "named", match.group(2) or match.group(3)
+        # the column is close before it: a bounded look back (bulk statements are long)
+        before = statement[max(0, match.start() - 200) : match.start()]
+        compared = _SQL_COMPARED_RE.search(before)
+        column = compared.group(1).strip('"').rpartition(".")[2] if compared else ""
+        slots.append(_SqlSlot(kind, key, match.start(), match.end(), column))
+    for insert in _SQL_INSERT_RE.finditer(statement):
+        names = [n.strip().strip('"`') for n in insert.group(1).split(",")]
+        items = _values_items(statement, insert.end())
+        at = 0
+        for index, slot in enumerate(slots):
+            while at < len(items) and items[at][1] <= slot.start:
+                at += 1
+            if at == len(items):
+                break
+            first, _, position = items[at]
+            if first <= slot.start and position < len(names):
+                slots[index] = replace(slot, column=names[position])
+    return slots
+
+
+def _values_items(statement: str, start: int) -> list[tuple[int, int, int]]:
+    """The items of the rows of a VALUES list that starts at `start`: (first character,
+    end, position in its row), up to what follows the rows (ON CONFLICT, RETURNING)."""
+    items: list[tuple[int, int, int]] = []
+    depth = position = 0
+    first = previous = start
+    for token in _SQL_VALUES_TOKEN_RE.finditer(statement, start):
+        between, previous = statement[previous : token.start()], token.end()
+        text = token.group(0)
+        if (depth == 0 and between.strip()) or text == ";":
+            break
+        if text == "(":
+            depth += 1
+            if depth == 1:
+                position, first = 0, token.end()
+        elif text == ")":
+            if depth == 1:
+                items.append((first, token.start(), position))
+            depth -= 1
+            if depth < 0:
+                break
+        elif text == "," and depth == 1:
+            items.append((first, token.start(), position))
+            position, first = position + 1, token.end()
+    return items
+
+
 def sql_parameter_columns(statement: str) -> dict[int, str]:
     """Parameter index (0-based) -> the column it is compared with or inserted into, for
-    `col = $1`, `col = %s`, `col = ?`, `col = :name` and `INSERT INTO t (a, b) VALUES ($1, $2)`."""
+    `col = $1`, `col = %s`, `col = ?`, `col = fn($1)` and `INSERT INTO t (a, b) VALUES ($1,
+    $2), ...` (every row)."""
     columns: dict[int, str] = {}
-    positional = 0
-    indexes: dict[int, int] = {}  # character offset of a parameter -> its index
-    for match in _SQL_PARAM_RE.finditer(statement):
-        if match.group(1):
-            index = int(match.group(1)) - 1
-        elif match.group(0) in ("%s", "?"):
-            index = positional
-            positional += 1
-        else:  # named: no index in a positional list
-            continue
-        indexes[match.start()] = index
-        compared = _SQL_COMPARED_RE.search(statement[: match.start()])
-        if compared:
-            columns.setdefault(index, compared.group(1).strip('"').rpartition(".")[2])
-    for insert in _SQL_INSERT_RE.finditer(statement):
-        names = [n.strip().strip('"') for n in insert.group(1).split(",")]
-        offset = insert.start(2)
-        values = insert.group(2)
-        cursor = 0
-        for position, value in enumerate(values.split(",")):
-            start = offset + cursor + (len(value) - len(value.lstrip()))
-            cursor += len(value) + 1
-            if position < len(names) and start in indexes:
-                columns[indexes[start]] = names[position]
+    for slot in _sql_slots(statement):
+        if slot.kind == "positional" and slot.column and isinstance(slot.key, int):
+            columns.setdefault(slot.key, slot.column)
+    return columns
+
+
+def sql_named_columns(statement: str) -> dict[str, str]:
+    """Named parameter (`:name`, `%(name)s`) -> the column it is compared with or inserted
+    into."""
+    columns: dict[str, str] = {}
+    for slot in _sql_slots(statement):
+        if slot.kind == "named" and slot.column and isinstance(slot.key, str):
+            columns.setdefault(slot.key, slot.column)
     return columns

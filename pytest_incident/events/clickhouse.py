@@ -73,6 +73,7 @@ OPTIONS = {
     "chdb": ("table", "database", "timeout"),
 }
 _ENV_REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_USER_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/@:?#]*:")
 _SERVER_KIND = "upper(SpanKind) IN ('SERVER', 'SPAN_KIND_SERVER')"
 _AUTH_FAILED, _UNKNOWN_TABLE, _UNKNOWN_DATABASE, _ACCESS_DENIED = 516, 60, 81, 497
 _READONLY = 164  # a setting changed by a readonly=1 user
@@ -118,7 +119,10 @@ def parse_reference(
         parts = urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        raise SourceError(f"{_hide(text)}: not a URL ({exc})") from None
+        shown = _hide(text)
+        # urllib's message quotes the `port`: with a password holding `/`, part of it
+        why = str(exc) if shown == text else "its user info holds `/`, `?` or `#`"
+        raise SourceError(f"{shown}: not a URL ({why})") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise SourceError(f"{_hide(text)}: expected clickhouse:// or chdb://")
@@ -181,8 +185,20 @@ def _chdb(
 
 
 def _hide(text: str) -> str:
-    """`text` with the password of its user info replaced by ***."""
-    return re.sub(r"(://[^/@:?#]*:)[^/@?#]*@", r"\1***@", text)
+    """`text` with the password of its user info replaced by ***: all from the first `:`
+    after `scheme://` to the last `@`. A password may hold `/`, `?`, `#` and `@` (the URL
+    then cannot be read, and the message must not show it); hiding more than the password,
+    when a path or query holds an `@`, only shortens a message."""
+    start = _USER_RE.match(text)
+    at = text.rfind("@")
+    if start is None or at < start.end():
+        return text
+    return f"{text[: start.end()]}***{text[at:]}"
+
+
+def _without_query(parts: SplitResult) -> str:
+    """The URL without its options (a mistaken `?password=` is not shown), nor password."""
+    return _hide(parts._replace(query="", fragment="").geturl())
 
 
 def _options(parts: SplitResult, scheme: str) -> dict[str, str]:
@@ -191,11 +207,11 @@ def _options(parts: SplitResult, scheme: str) -> dict[str, str]:
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name not in allowed:
             raise SourceError(
-                f"{_hide(parts.geturl())}: unknown option {name!r}; "
+                f"{_without_query(parts)}: unknown option {name!r}; "
                 f"allowed for {scheme}://: {', '.join(allowed)}"
             )
         if name in found:
-            raise SourceError(f"{_hide(parts.geturl())}: option {name!r} is given twice")
+            raise SourceError(f"{_without_query(parts)}: option {name!r} is given twice")
         found[name] = value
     return found
 

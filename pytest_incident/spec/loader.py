@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import quote
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
 
@@ -29,6 +30,7 @@ from pytest_incident.spec.noise import load_noise
 from pytest_incident.spec.reader import Problems, SectionReader, Span
 from pytest_incident.spec.scalars import describe
 from pytest_incident.spec.sections import PLANNED_SECTIONS, SECTIONS
+from pytest_incident.spec.sections.source import userinfo_end
 from pytest_incident.spec.yaml_loader import (
     KeyPath,
     YamlDocument,
@@ -136,17 +138,22 @@ def _expand(reader: SectionReader, value: Any, path: KeyPath, environ: Mapping[s
         return [_expand(reader, v, (*path, i), environ) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
+    # in a source URL's user info, a value is percent-encoded: a password holding `@` or `/`
+    # must not end the user info early (and send the rest as the host)
+    encoded_before = userinfo_end(value) if path == ("source",) else 0
 
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(2), match.group(3)
         if match.group(1):
             return match.group(0)[1:]
         if name not in environ and default is not None:
-            return default
-        if name not in environ:
+            found = default
+        elif name not in environ:
             reader.fail(path, f"environment variable {name} is not set")
             return match.group(0)
-        return environ[name]
+        else:
+            found = environ[name]
+        return quote(found, safe="") if match.start() < encoded_before else found
 
     return _ENV_RE.sub(substitute, value)
 

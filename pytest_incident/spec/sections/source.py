@@ -18,6 +18,9 @@ _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 # user info as written: a user (plain, or ${VAR} pieces), then `:password` when there is one
 _USER_INFO_RE = re.compile(r"(?:\$\{[^}]*\}|[^:@/?#])*(?::(?P<password>[^@/?#]*))?")
 _ENV_ONLY_RE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+# `user:password@` whose password holds `/`, `?` or `#`; and what reads as `host:port/path`
+_EARLY_PASSWORD_RE = re.compile(r"(?:\$\{[^}]*\}|[^:@/?#])*:((?:\$\{[^}]*\}|[^@])*)@")
+_PORT_THEN_PATH_RE = re.compile(r"[0-9]*(?:[/?#].*)?", re.S)
 PASSWORD_ENV = "PYTEST_INCIDENT_CLICKHOUSE_PASSWORD"
 
 
@@ -48,15 +51,31 @@ def parse(reader: SectionReader, text: str) -> SourceRef | None:
 
 
 def _written_password(url: str) -> bool:
-    """Whether `scheme://user:password@...` holds a password other than one `${VAR}`."""
+    """Whether `scheme://user:password@...` holds a password other than one `${VAR}`; also
+    one that holds `/`, `?` or `#` (which end a URL's authority early: `user:pa/ss@host`
+    reads as host `user`, port `pa`), unless what follows the `:` reads as a port."""
     rest = url.split("://", 1)[1] if "://" in url else ""
     authority = re.match(r"(?:\$\{[^}]*\}|[^/?#])*", rest)
     netloc = authority.group(0) if authority else ""
     if "@" not in netloc:
-        return False
+        early = _EARLY_PASSWORD_RE.match(rest)
+        if early is None or _PORT_THEN_PATH_RE.fullmatch(early.group(1)):
+            return False
+        return not _ENV_ONLY_RE.fullmatch(early.group(1))
     info = _USER_INFO_RE.fullmatch(netloc.rsplit("@", 1)[0])
     password = info.group("password") if info else "?"
     return bool(password) and not _ENV_ONLY_RE.fullmatch(password or "")
+
+
+def userinfo_end(url: str) -> int:
+    """Where the user info of `scheme://user:password@host...` ends (its last `@`, before
+    the path), as written with `${VAR}` pieces; 0 when there is none."""
+    scheme = _SCHEME_RE.match(url)
+    if scheme is None:
+        return 0
+    authority = re.match(r"(?:\$\{[^}]*\}|[^/?#])*", url[scheme.end() :])
+    netloc = authority.group(0) if authority else ""
+    return scheme.end() + netloc.rfind("@") if "@" in netloc else 0
 
 
 def _file_name_problem(file: Path) -> str:
