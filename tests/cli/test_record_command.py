@@ -1,0 +1,225 @@
+"""`pytest-incident record -- COMMAND`: a small WSGI service (tests/data/record/checkout.py)
+is recorded while it calls a fake payments API on loopback, reached by its recorded hostname
+(`--resolve`); the recording then replays under pytester with every item passing, and the
+twin: a changed service (a different call, a different answer) fails its replay."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from pytest_incident.events.frozen import read_spans
+from pytest_incident.model.spans import SpanKind
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "record"
+
+
+class FakePayments(BaseHTTPRequestHandler):
+    """api.payments.example as the service knows it: POST /v1/charges answers a charge; an
+    amount over 1000 is declined with a 402."""
+
+    protocol_version = "HTTP/1.1"
+    server: PaymentsServer
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.calls.append((self.path, self.headers.get("Host", ""), body))
+        amount = json.loads(body)["amount"]
+        status, answer = (402, {"error": "declined"}) if amount > 1000 else (200, {"id": "ch_1"})
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class PaymentsServer(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, bytes]] = []  # path, Host, body of each call
+        super().__init__(("127.0.0.1", 0), FakePayments)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+@pytest.fixture
+def payments() -> Iterator[PaymentsServer]:
+    server = PaymentsServer()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def record(tmp_path: Path, payments_port: int, out: Path, *extra: str) -> subprocess.Popen[str]:
+    shutil.copy(DATA / "checkout.py", tmp_path / "checkout.py")
+    argv = [
+        sys.executable, "-m", "pytest_incident.cli", "record",
+        "--out", str(out), "--service", "checkout", "--cwd", str(tmp_path),
+        "--resolve", f"api.payments.example:80=127.0.0.1:{payments_port}", *extra,
+        "--", "{python}", "checkout.py", "{port}",
+    ]  # fmt: skip
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
+    )
+
+
+def front_of(proc: subprocess.Popen[str]) -> str:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("pytest-incident record: front "):
+            return line.split()[-1]
+    raise AssertionError(f"no front address; exit {proc.wait()}")
+
+
+def post(front: str, path: str, payload: dict[str, object]) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        front + path,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=30) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), bytes(exc.read())
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return out, err
+
+
+@pytest.fixture
+def recording(tmp_path: Path, payments: PaymentsServer) -> Path:
+    out = tmp_path / "rec" / "checkout.events.jsonl.gz"
+    proc = record(tmp_path, payments.port, out)
+    try:
+        front = front_of(proc)
+        assert post(front, "/checkout?cart=7", {"amount": 250}) == (200, b'{"charge": "ch_1"}')
+        assert post(front, "/checkout", {"amount": 5000}) == (402, b'{"declined": true}')
+    finally:
+        if proc.poll() is None:
+            out_text, err = stop(proc)
+    assert "wrote 4 spans (2 requests)" in out_text, err
+    # the real destination was reached, by the recorded host name
+    assert [(path, host) for path, host, _ in payments.calls] == [
+        ("/v1/charges", "api.payments.example"),
+        ("/v1/charges", "api.payments.example"),
+    ]
+    return out
+
+
+def test_records_server_spans_and_their_outbound_calls(recording: Path) -> None:
+    spans = list(read_spans(recording))
+    servers = [s for s in spans if s.kind is SpanKind.SERVER]
+    clients = [s for s in spans if s.kind is SpanKind.CLIENT]
+    assert [
+        (s.name, s.attr("url.query"), s.attr("http.response.status_code")) for s in servers
+    ] == [
+        ("POST /checkout", "cart=7", "200"),
+        ("POST /checkout", "", "402"),
+    ]
+    for server, client in zip(servers, clients, strict=True):
+        assert client.trace_id == server.trace_id
+        assert client.parent_span_id == server.span_id
+        assert client.attr("url.full") == "http://api.payments.example/v1/charges"
+        assert client.attr("server.address") == "api.payments.example"
+        assert client.attr("server.port") == "80"
+    assert json.loads(clients[1].attr("incident.response.body")) == {"error": "declined"}
+    assert clients[1].attr("error.type") == "402"
+    assert len({s.trace_id for s in servers}) == 2
+
+
+def incident(pytester: pytest.Pytester, recording: Path, service: str) -> None:
+    shutil.copy(recording, pytester.path / "checkout.events.jsonl.gz")
+    shutil.copy(DATA / service, pytester.path / "checkout.py")
+    now = datetime.now(UTC)
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    window = f"{now - timedelta(hours=1):{stamp}} .. {now + timedelta(hours=1):{stamp}}"
+    (pytester.path / "incidents").mkdir()
+    (pytester.path / "incidents" / "checkout.yaml").write_text(
+        f"window: {window}\n"
+        "source: ../checkout.events.jsonl.gz\n"
+        'target: {command: ["{python}", "checkout.py", "{port}"], cwd: ..}\n'
+        "expect: {status: '<500', response: match}\n"
+    )
+    pytester.makeini(
+        "[pytest]\nfilterwarnings =\n"
+        "    ignore:Module already imported:pytest.PytestAssertRewriteWarning\n"
+    )
+
+
+def test_the_recording_replays_with_every_item_passing(
+    pytester: pytest.Pytester, recording: Path
+) -> None:
+    incident(pytester, recording, "checkout.py")
+    result = pytester.runpytest("--incident=checkout", "-v")
+    result.assert_outcomes(passed=2)
+
+
+def test_changed_code_fails_its_replay(pytester: pytest.Pytester, recording: Path) -> None:
+    # the twin: the service now calls /v2/charges and declines with another body
+    incident(pytester, recording, "checkout_changed.py")
+    result = pytester.runpytest("--incident=checkout", "-v")
+    result.assert_outcomes(failed=2)
+
+
+def test_refuses_a_destination_that_is_not_loopback(tmp_path: Path) -> None:
+    out = tmp_path / "x.jsonl"
+    argv = [
+        sys.executable, "-m", "pytest_incident.cli", "record", "--out", str(out),
+        "--resolve", "api.payments.example:80=192.0.2.1:80", "--", "true",
+    ]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "not loopback; that needs --allow-egress" in proc.stderr
+    assert not out.exists()
+
+
+def test_a_refused_call_is_recorded_as_refused(tmp_path: Path) -> None:
+    # a destination where nothing listens: the service sees its call fail, the span says so
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    dead = sock.getsockname()[1]
+    sock.close()
+    out = tmp_path / "refused.jsonl"
+    proc = record(tmp_path, dead, out)
+    try:
+        front = front_of(proc)
+        status, _ = post(front, "/checkout", {"amount": 1})
+        assert status == 502
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+    client = next(s for s in read_spans(out) if s.kind is SpanKind.CLIENT)
+    assert client.attr("error.type") == "ConnectionRefusedError"
+    assert "http.response.status_code" not in client.attributes
+    assert time.time_ns() > client.timestamp_ns

@@ -1,0 +1,53 @@
+"""The checkout service, changed: it calls /v2/charges and declines with another body.
+POST /checkout charges the posted amount at api.payments.example and answers the charge id,
+or 402 when the payments API declines. Usage: python checkout.py PORT"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+PAYMENTS = "http://api.payments.example/v2/charges"
+
+
+def charge(amount: int) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        PAYMENTS,
+        data=json.dumps({"amount": amount}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read())
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    amount = int(json.loads(environ["wsgi.input"].read(length))["amount"])
+    try:
+        status, answer = charge(amount)
+    except OSError as exc:
+        start_response("502 Bad Gateway", [("Content-Type", "text/plain")])
+        return [f"payments unreachable: {exc}".encode()]
+    if status == 402:
+        start_response("402 Payment Required", [("Content-Type", "application/json")])
+        return [b'{"declined": "card"}']
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({"charge": answer["id"]}).encode()]
+
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+if __name__ == "__main__":
+    make_server("127.0.0.1", int(sys.argv[1]), app, handler_class=Quiet).serve_forever()
