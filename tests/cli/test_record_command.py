@@ -1,7 +1,8 @@
-"""`pytest-incident record -- COMMAND`: a small WSGI service (tests/data/record/checkout.py)
-is recorded while it calls a fake payments API on loopback, reached by its recorded hostname
-(`--resolve`); the recording then replays under pytester with every item passing, and the
-twin: a changed service (a different call, a different answer) fails its replay."""
+"""`pytest-incident record -- COMMAND`: a small service (tests/data/record/: checkout.py, WSGI
+served by wsgiref, and checkout.js, Node's `http` module) is recorded while it calls a fake
+payments API on loopback, reached by its recorded hostname (`--resolve`); the recording then
+replays under pytester with every item passing, and the twin: a changed service (another
+call, another answer) fails its replay."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "record"
 
 class FakePayments(BaseHTTPRequestHandler):
     """api.payments.example as the service knows it: POST /v1/charges answers a charge; an
-    amount over 1000 is declined with a 402."""
+    amount over 1000 is declined with a 402; an amount of 13 is never answered (until the
+    test ends)."""
 
     protocol_version = "HTTP/1.1"
     server: PaymentsServer
@@ -40,6 +42,9 @@ class FakePayments(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.calls.append((self.path, self.headers.get("Host", ""), body))
         amount = json.loads(body)["amount"]
+        if amount == 13:
+            self.server.ended.wait(60)
+            return
         status, answer = (402, {"error": "declined"}) if amount > 1000 else (200, {"id": "ch_1"})
         data = json.dumps(answer).encode()
         self.send_response(status)
@@ -55,6 +60,7 @@ class FakePayments(BaseHTTPRequestHandler):
 class PaymentsServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, bytes]] = []  # path, Host, body of each call
+        self.ended = threading.Event()  # set when the test ends: held calls end
         super().__init__(("127.0.0.1", 0), FakePayments)
 
     @property
@@ -68,17 +74,37 @@ def payments() -> Iterator[PaymentsServer]:
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server
+    server.ended.set()
     server.shutdown()
     server.server_close()
 
 
-def record(tmp_path: Path, payments_port: int, out: Path, *extra: str) -> subprocess.Popen[str]:
-    shutil.copy(DATA / "checkout.py", tmp_path / "checkout.py")
+NODE = shutil.which("node")
+# each service: its file, how it is started (as `record` and `target.command` take it), and
+# how the changed one is
+SERVICES = {
+    "python": ("checkout.py", ["{python}", "checkout.py", "{port}"], "checkout_changed.py", []),
+    "node": ("checkout.js", ["node", "checkout.js", "{port}"], "checkout.js", ["/v2/charges"]),
+}
+
+
+@pytest.fixture(params=list(SERVICES))
+def service(request: pytest.FixtureRequest) -> str:
+    if request.param == "node" and NODE is None:
+        pytest.skip("node is not installed")
+    return str(request.param)
+
+
+def record(
+    tmp_path: Path, payments_port: int, out: Path, service: str = "python", *extra: str
+) -> subprocess.Popen[str]:
+    source, command, _, _ = SERVICES[service]
+    shutil.copy(DATA / source, tmp_path / source)
     argv = [
         sys.executable, "-m", "pytest_incident.cli", "record",
         "--out", str(out), "--service", "checkout", "--cwd", str(tmp_path),
         "--resolve", f"api.payments.example:80=127.0.0.1:{payments_port}", *extra,
-        "--", "{python}", "checkout.py", "{port}",
+        "--", *command,
     ]  # fmt: skip
     return subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
@@ -116,9 +142,9 @@ def stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
 
 
 @pytest.fixture
-def recording(tmp_path: Path, payments: PaymentsServer) -> Path:
+def recording(tmp_path: Path, payments: PaymentsServer, service: str) -> Path:
     out = tmp_path / "rec" / "checkout.events.jsonl.gz"
-    proc = record(tmp_path, payments.port, out)
+    proc = record(tmp_path, payments.port, out, service)
     try:
         front = front_of(proc)
         assert post(front, "/checkout?cart=7", {"amount": 250}) == (200, b'{"charge": "ch_1"}')
@@ -156,9 +182,11 @@ def test_records_server_spans_and_their_outbound_calls(recording: Path) -> None:
     assert len({s.trace_id for s in servers}) == 2
 
 
-def incident(pytester: pytest.Pytester, recording: Path, service: str) -> None:
+def incident(pytester: pytest.Pytester, recording: Path, service: str, changed: bool) -> None:
+    source, command, changed_source, changed_args = SERVICES[service]
     shutil.copy(recording, pytester.path / "checkout.events.jsonl.gz")
-    shutil.copy(DATA / service, pytester.path / "checkout.py")
+    shutil.copy(DATA / (changed_source if changed else source), pytester.path / source)
+    argv = [*command, *(changed_args if changed else [])]
     now = datetime.now(UTC)
     stamp = "%Y-%m-%dT%H:%M:%SZ"
     window = f"{now - timedelta(hours=1):{stamp}} .. {now + timedelta(hours=1):{stamp}}"
@@ -166,7 +194,7 @@ def incident(pytester: pytest.Pytester, recording: Path, service: str) -> None:
     (pytester.path / "incidents" / "checkout.yaml").write_text(
         f"window: {window}\n"
         "source: ../checkout.events.jsonl.gz\n"
-        'target: {command: ["{python}", "checkout.py", "{port}"], cwd: ..}\n'
+        f"target: {{command: {json.dumps(argv)}, cwd: ..}}\n"
         "expect: {status: '<500', response: match}\n"
     )
     pytester.makeini(
@@ -176,16 +204,18 @@ def incident(pytester: pytest.Pytester, recording: Path, service: str) -> None:
 
 
 def test_the_recording_replays_with_every_item_passing(
-    pytester: pytest.Pytester, recording: Path
+    pytester: pytest.Pytester, recording: Path, service: str
 ) -> None:
-    incident(pytester, recording, "checkout.py")
+    incident(pytester, recording, service, changed=False)
     result = pytester.runpytest("--incident=checkout", "-v")
     result.assert_outcomes(passed=2)
 
 
-def test_changed_code_fails_its_replay(pytester: pytest.Pytester, recording: Path) -> None:
-    # the twin: the service now calls /v2/charges and declines with another body
-    incident(pytester, recording, "checkout_changed.py")
+def test_changed_code_fails_its_replay(
+    pytester: pytest.Pytester, recording: Path, service: str
+) -> None:
+    # the twin: the service now calls /v2/charges (the Python one declines with another body)
+    incident(pytester, recording, service, changed=True)
     result = pytester.runpytest("--incident=checkout", "-v")
     result.assert_outcomes(failed=2)
 
@@ -223,3 +253,25 @@ def test_a_refused_call_is_recorded_as_refused(tmp_path: Path) -> None:
     assert client.attr("error.type") == "ConnectionRefusedError"
     assert "http.response.status_code" not in client.attributes
     assert time.time_ns() > client.timestamp_ns
+
+
+def test_a_call_left_unanswered_is_recorded_as_a_timeout(
+    tmp_path: Path, payments: PaymentsServer
+) -> None:
+    # the service gives up after 0.5 s: the call is a timeout, as the service saw it
+    out = tmp_path / "timeout.jsonl"
+    proc = record(tmp_path, payments.port, out, "python", "--env", "PAYMENTS_TIMEOUT=0.5")
+    try:
+        front = front_of(proc)
+        status, body = post(front, "/checkout", {"amount": 13})
+        assert status == 502, body
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+    spans = list(read_spans(out))
+    server = next(s for s in spans if s.kind is SpanKind.SERVER)
+    client = next(s for s in spans if s.kind is SpanKind.CLIENT)
+    assert client.parent_span_id == server.span_id
+    assert client.attr("error.type") == "timeout"
+    assert "http.response.status_code" not in client.attributes
+    assert server.attr("http.response.status_code") == "502"

@@ -1,10 +1,12 @@
 """A small checkout service (WSGI, served by wsgiref) for `pytest-incident record` tests:
 POST /checkout charges the posted amount at api.payments.example and answers the charge id,
-or 402 when the payments API declines. Usage: python checkout.py PORT"""
+or 402 when the payments API declines (502 when it cannot be reached or does not answer
+within PAYMENTS_TIMEOUT seconds, 10 by default). Usage: python checkout.py PORT"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -23,7 +25,8 @@ def charge(amount: int) -> tuple[int, dict[str, Any]]:
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        timeout = float(os.environ.get("PAYMENTS_TIMEOUT", "10"))
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status), json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), json.loads(exc.read())
