@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import trustme
 
 from pytest_incident.events.frozen import read_spans
 from pytest_incident.model.spans import SpanKind
@@ -275,3 +277,41 @@ def test_a_call_left_unanswered_is_recorded_as_a_timeout(
     assert client.attr("error.type") == "timeout"
     assert "http.response.status_code" not in client.attributes
     assert server.attr("http.response.status_code") == "502"
+
+
+def test_https_is_terminated_with_the_runs_ca_and_re_originated_to_the_real_host(
+    tmp_path: Path,
+) -> None:
+    # the real host: a loopback TLS server with a certificate for api.payments.example from a
+    # CA of this test, which `record` verifies (--cafile); the service trusts the run's CA
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("api.payments.example").configure_cert(context)
+    cafile = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(cafile))
+    server = PaymentsServer()
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    out = tmp_path / "https.jsonl"
+    try:
+        proc = record(
+            tmp_path, server.port, out, "python",
+            "--resolve", f"https://api.payments.example=127.0.0.1:{server.port}",
+            "--cafile", str(cafile),
+            "--env", "PAYMENTS_URL=https://api.payments.example/v1/charges",
+        )  # fmt: skip
+        try:
+            assert post(front_of(proc), "/checkout", {"amount": 9}) == (200, b'{"charge": "ch_1"}')
+        finally:
+            if proc.poll() is None:
+                stop(proc)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [(path, host) for path, host, _ in server.calls] == [
+        ("/v1/charges", "api.payments.example")
+    ]
+    client = next(s for s in read_spans(out) if s.kind is SpanKind.CLIENT)
+    assert client.attr("url.full") == "https://api.payments.example/v1/charges"
+    assert client.attr("server.port") == "443"

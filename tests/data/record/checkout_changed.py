@@ -1,7 +1,8 @@
 """The checkout service, changed: it calls /v2/charges and declines with another body.
 POST /checkout charges the posted amount at api.payments.example and answers the charge id,
 or 402 when the payments API declines (502 when it cannot be reached or does not answer
-within PAYMENTS_TIMEOUT seconds, 10 by default). Usage: python checkout.py PORT"""
+within PAYMENTS_TIMEOUT seconds, 10 by default; PAYMENTS_URL replaces the URL).
+Usage: python checkout.py PORT"""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ PAYMENTS = "http://api.payments.example/v2/charges"
 
 def charge(amount: int) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
-        PAYMENTS,
+        os.environ.get("PAYMENTS_URL", PAYMENTS),
         data=json.dumps({"amount": amount}).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
