@@ -36,7 +36,7 @@ import h11
 
 from pytest_incident.model import conventions as keys
 from pytest_incident.model.errors import ReplayConfigError
-from pytest_incident.model.mutations import Mutation
+from pytest_incident.model.mutations import FAILED, Mutation
 from pytest_incident.model.spans import Span, SpanKind
 from pytest_incident.model.spec import IncidentSpec
 from pytest_incident.runtime.network import Network
@@ -566,7 +566,7 @@ class IncidentRecorder(IncidentReplay):
         name = f"{operation} {mutation.table}" if mutation.table else operation
         return self.recording.make_span(
             inbound, inbound.span_id, name, SpanKind.CLIENT, time.time_ns(), 0, attrs,
-            mutation.outcome == "failed",
+            mutation.outcome == FAILED,
         )  # fmt: skip
 
     def close(self) -> None:

@@ -20,12 +20,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 import trustme
 
 from pytest_incident.events.frozen import read_spans
 from pytest_incident.model.spans import SpanKind
+from pytest_incident.runtime.database import PostgresServer
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
 
@@ -315,3 +317,34 @@ def test_https_is_terminated_with_the_runs_ca_and_re_originated_to_the_real_host
     client = next(s for s in read_spans(out) if s.kind is SpanKind.CLIENT)
     assert client.attr("url.full") == "https://api.payments.example/v1/charges"
     assert client.attr("server.port") == "443"
+
+
+def test_database_writes_through_the_tap_become_db_client_spans(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    table = f"record_{uuid4().hex[:12]}"
+    with postgres.admin() as admin:
+        admin.execute(f"CREATE TABLE {table} (id serial PRIMARY KEY, name text NOT NULL)")
+    shutil.copy(DATA / "orders_db.py", tmp_path / "orders_db.py")
+    out = tmp_path / "orders.jsonl"
+    argv = [
+        sys.executable, "-m", "pytest_incident.cli", "record", "--out", str(out),
+        "--cwd", str(tmp_path), "--allow", f"{postgres.host}:{postgres.port}",
+        "--env", f"ORDERS_DSN={postgres.dsn('postgres')}", "--env", f"ORDERS_TABLE={table}",
+        "--", "{python}", "orders_db.py", "{port}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert post(front_of(proc), "/orders", {"name": "ada"}) == (201, b'{"created": true}')
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+        with postgres.admin() as admin:
+            admin.execute(f"DROP TABLE IF EXISTS {table}")
+    spans = list(read_spans(out))
+    server = next(s for s in spans if s.kind is SpanKind.SERVER)
+    writes = [s for s in spans if s.attr("db.query.text")]
+    assert [(w.name, w.parent_span_id, w.trace_id) for w in writes] == [
+        (f"INSERT {table}", server.span_id, server.trace_id)
+    ]
+    assert json.loads(writes[0].attr("incident.db.params")) == ["ada"]
