@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,8 +29,11 @@ import pytest
 import trustme
 
 from pytest_incident.events.frozen import read_spans
+from pytest_incident.model.errors import ReplayConfigError
 from pytest_incident.model.spans import SpanKind
 from pytest_incident.runtime.database import PostgresServer
+from pytest_incident.runtime.recorder import Destination, parse_resolve, resolve_destination
+from pytest_incident.runtime.stubs.http import Endpoint
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
 
@@ -238,8 +244,6 @@ def test_refuses_a_destination_that_is_not_loopback(tmp_path: Path) -> None:
 
 def test_a_refused_call_is_recorded_as_refused(tmp_path: Path) -> None:
     # a destination where nothing listens: the service sees its call fail, the span says so
-    import socket
-
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     dead = sock.getsockname()[1]
@@ -348,3 +352,72 @@ def test_database_writes_through_the_tap_become_db_client_spans(
         (f"INSERT {table}", server.span_id, server.trace_id)
     ]
     assert json.loads(writes[0].attr("incident.db.params")) == ["ada"]
+
+
+def test_concurrent_requests_each_get_their_own_calls(
+    tmp_path: Path, payments: PaymentsServer
+) -> None:
+    # clients racing at the front: each Server span's child is the call its own request made
+    out = tmp_path / "concurrent.jsonl"
+    proc = record(tmp_path, payments.port, out)
+    try:
+        front = front_of(proc)
+        amounts = list(range(100, 108))
+        with ThreadPoolExecutor(len(amounts)) as pool:
+            answers = list(pool.map(lambda a: post(front, "/checkout", {"amount": a}), amounts))
+        assert {status for status, _ in answers} == {200}
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+    spans = list(read_spans(out))
+    servers = {s.span_id: s for s in spans if s.kind is SpanKind.SERVER}
+    clients = [s for s in spans if s.kind is SpanKind.CLIENT]
+    assert len(servers) == len(clients) == 8
+    for client in clients:
+        server = servers[client.parent_span_id]
+        assert client.trace_id == server.trace_id
+        sent = json.loads(server.attr("incident.request.body"))["amount"]
+        assert json.loads(client.attr("incident.request.body")) == {"amount": sent}
+    assert len({s.trace_id for s in servers.values()}) == 8
+
+
+def test_a_host_resolving_off_the_machine_is_refused_without_allow_egress(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def getaddrinfo(host: str, port: int, **kwargs: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.7", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    endpoint = Endpoint("api.payments.example", 443, "https")
+    with pytest.raises(ReplayConfigError, match="needs --allow-egress"):
+        resolve_destination(endpoint, allow_egress=False)
+    assert resolve_destination(endpoint, allow_egress=True) == Destination("192.0.2.7", 443)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("api.payments.example", "expected [SCHEME://]HOST[:PORT]=ADDRESS:PORT"),
+        ("api.payments.example=127.0.0.1", "expected [SCHEME://]HOST[:PORT]=ADDRESS:PORT"),
+        ("ftp://api.payments.example=127.0.0.1:21", "the scheme must be http or https"),
+        ("api.payments.example:x=127.0.0.1:80", "the port must be a number"),
+        ("api.payments.example=127.0.0.1:٨٠", "expected [SCHEME://]HOST[:PORT]=ADDRESS:PORT"),
+    ],
+)
+def test_a_malformed_resolve_is_a_usage_mistake(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_resolve(text)
+
+
+def test_resolve_forms() -> None:
+    assert parse_resolve("api.payments.example=127.0.0.1:9") == (
+        [
+            Endpoint("api.payments.example", 80, "http"),
+            Endpoint("api.payments.example", 443, "https"),
+        ],
+        Destination("127.0.0.1", 9),
+    )
+    assert parse_resolve("https://API.payments.example:8443=[::1]:9") == (
+        [Endpoint("api.payments.example", 8443, "https")],
+        Destination("::1", 9),
+    )

@@ -12,8 +12,9 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 PAYMENTS = "http://api.payments.example/v2/charges"
 
@@ -48,10 +49,15 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
     return [json.dumps({"charge": answer["id"]}).encode()]
 
 
+class ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a thread per request, as production servers serve concurrently
+
+
 class Quiet(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
 if __name__ == "__main__":
-    make_server("127.0.0.1", int(sys.argv[1]), app, handler_class=Quiet).serve_forever()
+    port = int(sys.argv[1])
+    make_server("127.0.0.1", port, app, ThreadingServer, Quiet).serve_forever()
