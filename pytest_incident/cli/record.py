@@ -1,15 +1,17 @@
-# `pytest-incident record [options] -- COMMAND...`: run a service in the replay's sandbox in
-# record mode (runtime/recorder.py) and write what it did as spans in the shape replay reads.
+# `pytest-incident record (--out FILE | --sink REF) [options] -- COMMAND...`: run a service
+# in the replay's sandbox in record mode (runtime/recorder.py) and write what it did as spans
+# in the shape replay reads.
 #
 # The command runs as a `target.command` does ({port}, {python}); a recording front on
 # 127.0.0.1 takes the requests to record (its address is printed on stderr:
 # `pytest-incident record: front http://127.0.0.1:PORT`). Outbound HTTP(S) endpoints are
 # declared (`--host`, `--resolve`) and relayed to their real address; undeclared hosts are
 # refused as in a replay and listed at the end. Recording ends when the command exits or on
-# SIGINT/SIGTERM; the spans are then written to `--out`, atomically.
+# SIGINT/SIGTERM; the spans are then written to `--out`, atomically, or loaded into the
+# ClickHouse table `--sink` names (as `load` does).
 #
 # Exit status: 0 written; 1 nothing recorded; 2 a usage mistake; 125 the sandbox or the
-# service cannot run; 3 the output cannot be written.
+# service cannot run; 3 the file cannot be written or the sink fails.
 from __future__ import annotations
 
 import argparse
@@ -23,8 +25,11 @@ from types import FrameType
 from typing import Any
 
 from pytest_incident.cli.sandbox import SANDBOX_UNAVAILABLE, _spec
+from pytest_incident.events.clickhouse import is_clickhouse, parse_reference
+from pytest_incident.events.clickhouse_load import BATCH_ROWS, load_spans
 from pytest_incident.events.frozen import write_spans
 from pytest_incident.model.errors import IncidentError
+from pytest_incident.model.spans import Span
 from pytest_incident.runtime.network import Isolation
 from pytest_incident.runtime.recorder import (
     Destination,
@@ -47,7 +52,14 @@ def add_parser(commands: Any) -> None:
         "calls to the declared hosts are relayed to their real address, and everything is "
         "written as spans replay reads. Ends when COMMAND exits or on Ctrl-C/SIGTERM.",
     )
-    command.add_argument("--out", type=Path, required=True, help="the recording (.jsonl[.gz])")
+    where = command.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="the recording: a frozen .jsonl[.gz] file")
+    where.add_argument(
+        "--sink",
+        metavar="chdb:///DIR|clickhouse://USER@HOST:8123/DB",
+        help="or a ClickHouse table (created in the exporter's layout when absent; the "
+        "password as for `load`)",
+    )
     command.add_argument("--service", default="service", help="ServiceName of the spans")
     command.add_argument(
         "--host",
@@ -99,9 +111,11 @@ def run(args: argparse.Namespace) -> int:
         argv = argv[1:]
     if not argv:
         args.error("a command to run is needed after --")
-    out: Path = args.out
-    if not out.name.endswith((".jsonl", ".jsonl.gz")):
+    out: Path | None = args.out
+    if out is not None and not out.name.endswith((".jsonl", ".jsonl.gz")):
         args.error(f"--out {out}: the recording's name ends in .jsonl or .jsonl.gz")
+    if args.sink is not None and not is_clickhouse(args.sink):
+        args.error(f"--sink {args.sink!r}: expected chdb:///DIR or clickhouse://...")
     try:
         spec = _spec(args, argv)
         destinations: dict[Endpoint, Destination] = {}
@@ -175,13 +189,28 @@ def run(args: argparse.Namespace) -> int:
         print("pytest-incident record: no request was recorded; nothing written", file=sys.stderr)
         return 1
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(f".{os.getpid()}.part.{out.name}")  # .gz stays last
+        print(f"pytest-incident record: {deliver(spans, out, args.sink)}")
+    except (OSError, IncidentError) as exc:
+        print(f"pytest-incident record: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def deliver(spans: list[Span], out: Path | None, sink: str | None) -> str:
+    """Write `spans` to the file `out` (atomically) or load them into the ClickHouse table
+    `sink`; what was done, to be shown. OSError or IncidentError when it cannot be done."""
+    requests = sum(1 for s in spans if not s.parent_span_id)
+    if sink is not None:
+        ref = parse_reference(sink, Path.cwd(), os.environ, command_line=True)
+        loaded = load_spans(ref, spans, "map", BATCH_ROWS, None)
+        return f"loaded {loaded.spans} spans ({requests} requests) into {ref.shown}"
+    assert out is not None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{os.getpid()}.part.{out.name}")  # .gz stays last
+    try:
         count = write_spans(partial, spans)
         os.replace(partial, out)
     except OSError as exc:
-        print(f"pytest-incident record: {out}: cannot write: {exc}", file=sys.stderr)
-        return 3
-    requests = sum(1 for s in spans if not s.parent_span_id)
-    print(f"pytest-incident record: wrote {count} spans ({requests} requests) to {out}")
-    return 0
+        partial.unlink(missing_ok=True)
+        raise OSError(f"{out}: cannot write: {exc}") from exc
+    return f"wrote {count} spans ({requests} requests) to {out}"

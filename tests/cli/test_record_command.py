@@ -28,6 +28,7 @@ from uuid import uuid4
 import pytest
 import trustme
 
+from pytest_incident.cli import record as record_command
 from pytest_incident.events.frozen import read_spans
 from pytest_incident.model.errors import ReplayConfigError
 from pytest_incident.model.spans import SpanKind
@@ -192,10 +193,16 @@ def test_records_server_spans_and_their_outbound_calls(recording: Path) -> None:
     assert len({s.trace_id for s in servers}) == 2
 
 
-def incident(pytester: pytest.Pytester, recording: Path, service: str, changed: bool) -> None:
-    source, command, changed_source, changed_args = SERVICES[service]
+def incident(
+    pytester: pytest.Pytester,
+    recording: Path,
+    service: str,
+    changed: bool,
+    source: str = "../checkout.events.jsonl.gz",
+) -> None:
+    program, command, changed_program, changed_args = SERVICES[service]
     shutil.copy(recording, pytester.path / "checkout.events.jsonl.gz")
-    shutil.copy(DATA / (changed_source if changed else source), pytester.path / source)
+    shutil.copy(DATA / (changed_program if changed else program), pytester.path / program)
     argv = [*command, *(changed_args if changed else [])]
     now = datetime.now(UTC)
     stamp = "%Y-%m-%dT%H:%M:%SZ"
@@ -203,7 +210,7 @@ def incident(pytester: pytest.Pytester, recording: Path, service: str, changed: 
     (pytester.path / "incidents").mkdir()
     (pytester.path / "incidents" / "checkout.yaml").write_text(
         f"window: {window}\n"
-        "source: ../checkout.events.jsonl.gz\n"
+        f"source: {source}\n"
         f"target: {{command: {json.dumps(argv)}, cwd: ..}}\n"
         "expect: {status: '<500', response: match}\n"
     )
@@ -421,3 +428,26 @@ def test_resolve_forms() -> None:
         [Endpoint("api.payments.example", 8443, "https")],
         Destination("::1", 9),
     )
+
+
+def test_a_recording_loaded_into_chdb_replays_from_there(
+    pytester: pytest.Pytester, recording: Path, service: str, chdb_dir: Path
+) -> None:
+    # --sink: the spans go into ClickHouse (here the process's chDB directory), and an
+    # incident whose source is that table replays them
+    pytest.importorskip("chdb")
+    source = f"chdb://{chdb_dir}?database=record_{service}"
+    said = record_command.deliver(list(read_spans(recording)), None, source)
+    assert said == f"loaded 4 spans (2 requests) into chdb://{chdb_dir}?table=otel_traces"
+    incident(pytester, recording, service, changed=False, source=source)
+    pytester.runpytest("--incident=checkout", "-v").assert_outcomes(passed=2)
+
+
+def test_sink_and_out_are_one_or_the_other(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "pytest_incident.cli", "record"]
+    both = [*base, "--out", str(tmp_path / "a.jsonl"), "--sink", "chdb:///x", "--", "true"]
+    bad = [*base, "--sink", "postgres://x", "--", "true"]
+    for argv, message in [(both, "not allowed with argument"), (bad, "expected chdb:///DIR")]:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2
+        assert message in proc.stderr
