@@ -44,7 +44,7 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "record"
 class FakePayments(BaseHTTPRequestHandler):
     """api.payments.example as the service knows it: POST /v1/charges answers a charge; an
     amount over 1000 is declined with a 402; an amount of 13 is never answered (until the
-    test ends)."""
+    test ends), and 14 gets its connection closed without an answer."""
 
     protocol_version = "HTTP/1.1"
     server: PaymentsServer
@@ -55,6 +55,9 @@ class FakePayments(BaseHTTPRequestHandler):
         amount = json.loads(body)["amount"]
         if amount == 13:
             self.server.ended.wait(60)
+            return
+        if amount == 14:  # the connection is closed without an answer
+            self.close_connection = True
             return
         status, answer = (402, {"error": "declined"}) if amount > 1000 else (200, {"id": "ch_1"})
         data = json.dumps(answer).encode()
@@ -451,3 +454,20 @@ def test_sink_and_out_are_one_or_the_other(tmp_path: Path) -> None:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2
         assert message in proc.stderr
+
+
+def test_a_connection_closed_without_an_answer_is_recorded_as_such(
+    tmp_path: Path, payments: PaymentsServer
+) -> None:
+    out = tmp_path / "closed.jsonl"
+    proc = record(tmp_path, payments.port, out)
+    try:
+        status, body = post(front_of(proc), "/checkout", {"amount": 14})
+        assert status == 502, body  # the service saw its call fail: a reset
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+    client = next(s for s in read_spans(out) if s.kind is SpanKind.CLIENT)
+    assert client.attr("error.type") == "RemoteDisconnected"
+    assert client.status_code == "Error"
+    assert "http.response.status_code" not in client.attributes
