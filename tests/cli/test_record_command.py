@@ -6,6 +6,7 @@ call, another answer) fails its replay."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -82,15 +83,23 @@ class PaymentsServer(ThreadingHTTPServer):
         return int(self.server_address[1])
 
 
-@pytest.fixture
-def payments() -> Iterator[PaymentsServer]:
+@contextlib.contextmanager
+def serving_payments() -> Iterator[PaymentsServer]:
     server = PaymentsServer()
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    yield server
-    server.ended.set()
-    server.shutdown()
-    server.server_close()
+    try:
+        yield server
+    finally:
+        server.ended.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def payments() -> Iterator[PaymentsServer]:
+    with serving_payments() as server:
+        yield server
 
 
 NODE = shutil.which("node")
@@ -102,7 +111,7 @@ SERVICES = {
 }
 
 
-@pytest.fixture(params=list(SERVICES))
+@pytest.fixture(scope="module", params=list(SERVICES))
 def service(request: pytest.FixtureRequest) -> str:
     if request.param == "node" and NODE is None:
         pytest.skip("node is not installed")
@@ -155,8 +164,14 @@ def stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
     return out, err
 
 
-@pytest.fixture
-def recording(tmp_path: Path, payments: PaymentsServer, service: str) -> Path:
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory, service: str) -> Iterator[Path]:
+    """Two requests to the service, recorded once per service for this module's tests."""
+    with serving_payments() as payments:
+        yield record_checkout(tmp_path_factory.mktemp(f"record-{service}"), payments, service)
+
+
+def record_checkout(tmp_path: Path, payments: PaymentsServer, service: str) -> Path:
     out = tmp_path / "rec" / "checkout.events.jsonl.gz"
     proc = record(tmp_path, payments.port, out, service)
     try:
