@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     out: Path | None = args.out
     if out is not None and not out.name.endswith((".jsonl", ".jsonl.gz")):
         args.error(f"--out {out}: the recording's name ends in .jsonl or .jsonl.gz")
+    if args.cafile is not None and not Path(args.cafile).is_file():
+        args.error(f"--cafile {args.cafile}: not a file")
     if args.sink is not None and not is_clickhouse(args.sink):
         args.error(f"--sink {args.sink!r}: expected chdb:///DIR or clickhouse://...")
     try:

@@ -131,9 +131,13 @@ class Recording:
             self._calls_in_flight += 1
             return self._current
 
-    def call_ended(self, inbound: _Inbound, child: Span) -> None:
+    def add_child(self, inbound: _Inbound, child: Span) -> None:
         with self._lock:
             inbound.children.append(child)
+
+    def call_over(self, inbound: _Inbound) -> None:
+        """A call `call_started` counted has ended (recorded or not)."""
+        with self._lock:
             self._calls_in_flight -= 1
             self._lock.notify_all()
 
@@ -258,19 +262,29 @@ def _recorded_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str
 # -- the relays: the service's outbound calls ------------------------------------------------
 
 
-class _Upstream(http.client.HTTPSConnection):
-    """A connection to the real destination's address, TLS (when https) checked against the
-    recorded host name."""
+class _Upstream(http.client.HTTPConnection):
+    """A connection to the real destination's address; over TLS checked against the recorded
+    host name when given a context (https)."""
 
-    def __init__(self, endpoint: Endpoint, destination: Destination, timeout: float) -> None:
-        context = ssl.create_default_context(cafile=destination.cafile)
-        super().__init__(destination.address, destination.port, timeout=timeout, context=context)
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        destination: Destination,
+        tls: ssl.SSLContext | None,
+        timeout: float,
+    ) -> None:
+        super().__init__(destination.address, destination.port, timeout=timeout)
         self.endpoint = endpoint
+        self.tls = tls
 
     def connect(self) -> None:
         sock = socket.create_connection((self.host, self.port), self.timeout)
-        if self.endpoint.scheme == "https":
-            sock = self._context.wrap_socket(sock, server_hostname=self.endpoint.host)  # type: ignore[attr-defined]
+        if self.tls is not None:
+            try:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.endpoint.host)
+            except BaseException:
+                sock.close()
+                raise
         self.sock = sock
 
 
@@ -293,6 +307,12 @@ class RelayStub(LoopbackServer):
         self.recording = recording
         self.tls = tls
         self.upstream_timeout_s = upstream_timeout_s
+        self.upstream_tls: ssl.SSLContext | None = None
+        if endpoint.scheme == "https":
+            try:
+                self.upstream_tls = ssl.create_default_context(cafile=destination.cafile)
+            except (OSError, ValueError) as exc:
+                raise ReplayConfigError(f"--cafile {destination.cafile}: {exc}") from None
         super().__init__(f"incident-relay-{endpoint.host}", sockets=sockets)
 
     def url(self, target: str) -> str:
@@ -324,11 +344,22 @@ class RelayStub(LoopbackServer):
     def _relay(self, conn: socket.socket, h: h11.Connection, message: _Message) -> bool:
         """Forward one call and record it; False when the connection must end."""
         inbound = self.recording.call_started()
+        try:
+            return self._relay_call(conn, h, message, inbound)
+        finally:
+            if inbound is not None:
+                self.recording.call_over(inbound)
+
+    def _relay_call(
+        self, conn: socket.socket, h: h11.Connection, message: _Message, inbound: _Inbound | None
+    ) -> bool:
         started_ns = time.time_ns()
         clock = time.monotonic()
         answer: list[tuple[int, list[tuple[str, str]], bytes]] = []
         failure: list[BaseException] = []
-        upstream = _Upstream(self.endpoint, self.destination, self.upstream_timeout_s)
+        upstream = _Upstream(
+            self.endpoint, self.destination, self.upstream_tls, self.upstream_timeout_s
+        )
 
         def exchange() -> None:
             try:
@@ -369,7 +400,7 @@ class RelayStub(LoopbackServer):
             if not client_gone:
                 _reset(conn)
         if inbound is not None:
-            self.recording.call_ended(
+            self.recording.add_child(
                 inbound,
                 self.recording.make_span(
                     inbound, inbound.span_id, message.method, SpanKind.CLIENT,
