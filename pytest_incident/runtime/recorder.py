@@ -393,7 +393,7 @@ class RelayStub(LoopbackServer):
                 _send_response(conn, h, status, headers, body)
             except OSError:
                 keep = False
-            error = status >= 500
+            error = status >= 400  # OpenTelemetry: a 4xx fails a Client span too
         else:
             attrs[keys.ERROR_TYPE] = _error_type(failure[0] if failure else None, client_gone)
             error, keep = True, False

@@ -208,6 +208,8 @@ def test_records_server_spans_and_their_outbound_calls(recording: Path) -> None:
         assert client.attr("server.port") == "80"
     assert json.loads(clients[1].attr("incident.response.body")) == {"error": "declined"}
     assert clients[1].attr("error.type") == "402"
+    assert [c.status_code for c in clients] == ["Unset", "Error"]
+    assert [s.status_code for s in servers] == ["Unset", "Unset"]  # a 402 answered is no failure
     assert len({s.trace_id for s in servers}) == 2
 
 
