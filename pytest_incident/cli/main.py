@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pytest_incident.cli import freeze, load, sandbox, schema, tail, validate
+from pytest_incident.cli import freeze, load, record, sandbox, schema, tail, validate
 
 
 def parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sandbox.add_parser(commands)
+    record.add_parser(commands)
     tail.add_parser(commands)
     freeze.add_parser(commands)
     schema.add_parser(commands)

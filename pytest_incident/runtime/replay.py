@@ -45,7 +45,7 @@ from pytest_incident.runtime.process import (
     free_port,
     run_sandboxed,
 )
-from pytest_incident.runtime.servers import PortStub
+from pytest_incident.runtime.servers import LoopbackServer, PortStub, SocketMaker
 from pytest_incident.runtime.stubs.dns import DnsStub
 from pytest_incident.runtime.stubs.http import Endpoint, HttpStub
 from pytest_incident.runtime.stubs.jobs import JobQueueStub
@@ -133,7 +133,7 @@ class IncidentReplay:
             else []
         )
         self.ca: IncidentCA | None = None
-        self.stubs: dict[Endpoint, HttpStub] = {}
+        self.stubs: dict[Endpoint, LoopbackServer] = {}
         self.smtp: dict[int, SmtpStub] = {}
         self.port_stubs: dict[int, PortStub] = {}
         self.jobs: JobQueueStub | None = None
@@ -200,7 +200,7 @@ class IncidentReplay:
         ca = self.ca = IncidentCA()
         for endpoint in self.endpoints:
             tls = ca.server_context(endpoint.host) if endpoint.scheme == "https" else None
-            self.stubs[endpoint] = HttpStub(endpoint, self.book, tls=tls, sockets=inside)
+            self.stubs[endpoint] = self._http_stub(endpoint, tls, inside)
         if self.sandbox.email is EmailMode.STUB:
             plain = SmtpStub(self.book, tls=self._any_host_tls(), sockets=inside)
             self.smtp = {port: plain for port in SMTP_PORTS}
@@ -221,6 +221,13 @@ class IncidentReplay:
         self.dns = DnsStub(self.addresses, sockets=inside)
         self.sink = DatagramSink(sockets=inside)
         self.syslog = SyslogSink()
+
+    def _http_stub(
+        self, endpoint: Endpoint, tls: ssl.SSLContext | None, sockets: SocketMaker
+    ) -> LoopbackServer:
+        """What serves `endpoint` inside the target's network: the HTTP stub answering from
+        the recording (`pytest-incident record` relays instead)."""
+        return HttpStub(endpoint, self.book, tls=tls, sockets=sockets)
 
     def _any_host_tls(self) -> ssl.SSLContext:
         """A server context that presents a certificate for whatever name the client asks
