@@ -207,7 +207,7 @@ def test_a_call_the_stub_cannot_serve_has_a_problem(
 GOOD_CALLS = [
     {"http.response.status_code": "200", "incident.response.body": "ok"},
     {"url.full": "http://[::1]:8080/x", "http.response.status_code": "503"},
-    {"url.full": "http://10.0.0.5/x", "server.port": "80", "http.response.status_code": "201"},
+    {"url.full": "http://127.0.0.5/x", "server.port": "80", "http.response.status_code": "201"},
     {"server.address": "api.example", "server.port": "443", "http.response.status_code": "204"},
     {"http.request.method": "HEAD", "http.response.status_code": "200",
      "incident.response.headers": '{"Content-Length": "5", "X-A": "caf\u00e9"}'},
