@@ -40,7 +40,12 @@ from pytest_incident.model.mutations import FAILED, Mutation
 from pytest_incident.model.spans import Span, SpanKind
 from pytest_incident.model.spec import IncidentSpec
 from pytest_incident.runtime.network import Network
-from pytest_incident.runtime.replay import FRAMING_HEADERS, IncidentReplay, ReplayOptions
+from pytest_incident.runtime.replay import (
+    FRAMING_HEADERS,
+    IncidentReplay,
+    ReplayOptions,
+    TargetConnection,
+)
 from pytest_incident.runtime.servers import LoopbackServer, SocketMaker
 from pytest_incident.runtime.stubs.http import HOP_BY_HOP, Endpoint, wire_headers
 
@@ -484,7 +489,7 @@ class RecordingFront(LoopbackServer):
         started_ns = time.time_ns()
         clock = time.monotonic()
         port = self.target_port()
-        conn = _TargetConnection(self.network, port, self.request_timeout_s)
+        conn = TargetConnection(self.network, "127.0.0.1", port, self.request_timeout_s)
         try:
             status, headers, body = _forward(conn, message)
         except (OSError, http.client.HTTPException, ValueError) as exc:
@@ -513,22 +518,6 @@ class RecordingFront(LoopbackServer):
         )  # fmt: skip
         self.recording.end(inbound, server)
         return status, headers, body
-
-
-class _TargetConnection(http.client.HTTPConnection):
-    def __init__(self, network: Network, port: int, timeout: float) -> None:
-        super().__init__("127.0.0.1", port, timeout=timeout)
-        self._network = network
-
-    def connect(self) -> None:
-        sock = self._network.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect((self.host, self.port))
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
 
 
 # -- the whole -------------------------------------------------------------------------------

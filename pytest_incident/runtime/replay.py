@@ -482,7 +482,9 @@ class IncidentReplay:
         self, request: RecordedRequest, port: int
     ) -> tuple[int | None, tuple[tuple[str, str], ...], bytes, str]:
         """The answer's status, headers and body, or (None, (), b"", why there is none)."""
-        conn = _Connection(self.network, "127.0.0.1", port, timeout=self.target.request_timeout_s)
+        conn = TargetConnection(
+            self.network, "127.0.0.1", port, timeout=self.target.request_timeout_s
+        )
         try:
             send_request(conn, request, port)
             response = conn.getresponse()
@@ -593,8 +595,9 @@ def send_request(conn: http.client.HTTPConnection, request: RecordedRequest, por
     conn.endheaders(body or None)
 
 
-class _Connection(http.client.HTTPConnection):
-    """An HTTP connection made on the target's side of the replay's network."""
+class TargetConnection(http.client.HTTPConnection):
+    """An HTTP connection made on the target's side of the replay's network (the recorded
+    request sent to the target, in a replay or a recording)."""
 
     def __init__(self, network: Network, host: str, port: int, timeout: float) -> None:
         super().__init__(host, port, timeout=timeout)
@@ -617,5 +620,6 @@ __all__ = [
     "ReplayConfigError",
     "ReplayOptions",
     "ReplayResult",
+    "TargetConnection",
     "TargetError",
 ]
