@@ -261,7 +261,7 @@ def test_refuses_a_destination_that_is_not_loopback(tmp_path: Path) -> None:
     out = tmp_path / "x.jsonl"
     argv = [
         sys.executable, "-m", "pytest_incident.cli", "record", "--out", str(out),
-        "--resolve", "api.payments.example:80=192.0.2.1:80", "--", "true",
+        "--resolve", "api.payments.example:80=0.0.0.0:80", "--", "true",
     ]  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
@@ -412,13 +412,13 @@ def test_a_host_resolving_off_the_machine_is_refused_without_allow_egress(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def getaddrinfo(host: str, port: int, **kwargs: object) -> list[tuple[object, ...]]:
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.7", port))]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("0.0.0.0", port))]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     endpoint = Endpoint("api.payments.example", 443, "https")
     with pytest.raises(ReplayConfigError, match="needs --allow-egress"):
         resolve_destination(endpoint, allow_egress=False)
-    assert resolve_destination(endpoint, allow_egress=True) == Destination("192.0.2.7", 443)
+    assert resolve_destination(endpoint, allow_egress=True) == Destination("0.0.0.0", 443)
 
 
 @pytest.mark.parametrize(
